@@ -1,0 +1,62 @@
+"""SOSELETO (Litany & Freedman, "Source Selection for Target Optimization").
+
+One weight αᵢ ∈ [0, 1] per granularity slot, initialised at ``init``. Just before the
+parameter step that uses them, the weights of the batch's slots take one projected gradient
+step on the target loss:
+
+    α ← clip_[lower, upper](α − λ_α · dL_t/dα),   dL_t/dα = −(λ_p/B) Qᵀ ∇_θ L_t,
+
+so each example's weight grows with the agreement between its own loss gradient and the
+target loss gradient. A slot shared by several examples (per-group, per-task) receives the
+sum of its members' hypergradients.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from reweight import Strategy, hookimpl
+
+
+class SoseletoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lr: float = Field(1.0, gt=0, description="λ_α, the step size of the weights.")
+    init: float = Field(0.5, ge=0, description="Initial weight of every slot (the authors use 0.5).")
+    lower: float = Field(0.0, ge=0, description="Lower clip bound of the weights.")
+    upper: float = Field(1.0, gt=0, description="Upper clip bound of the weights.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SoseletoOptions:
+        if not self.lower <= self.init <= self.upper:
+            raise ValueError(f"need lower <= init <= upper, got {self.lower}, {self.init}, {self.upper}")
+        return self
+
+
+class Soseleto(Strategy):
+    """A persistent, clipped weight table trained by projected hypergradient descent."""
+
+    Options = SoseletoOptions
+
+    def __init__(self, options: SoseletoOptions, granularity, device) -> None:
+        super().__init__(options, granularity, device)
+        self.alpha = torch.full((granularity.num_slots,), options.init, device=device)
+
+    def weights(self, batch, losses):
+        return self.alpha[self.granularity.slots(batch)]
+
+    def update(self, batch, losses, hypergradient):
+        step = self.granularity.slot_gradient(batch, hypergradient.to(self.alpha.dtype))
+        self.alpha.sub_(self.options.lr * step).clamp_(self.options.lower, self.options.upper)
+        return self.weights(batch, losses)
+
+    def state_dict(self):
+        return {"alpha": self.alpha.clone()}
+
+    def load_state_dict(self, state):
+        self.alpha.copy_(state["alpha"])
+
+
+@hookimpl
+def register_strategies(register):
+    register("soseleto", Soseleto)

@@ -1,0 +1,191 @@
+"""Experiment configuration: YAML validated by pydantic, each plugin validating its own options.
+
+A component section names the plugin and gives its options beside the name:
+
+    strategy: {name: soseleto, lr: 20}
+
+Any problem is raised as one ``ConfigError`` naming the field path, e.g.
+``strategy.lr: Input should be greater than 0``, before any work starts.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from reweight.errors import ConfigError
+from reweight.plugins import Registry, registry
+
+
+class Component(BaseModel):
+    """``name`` picks a registered plugin (``method`` is accepted too); other keys are its options."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(validation_alias=AliasChoices("name", "method"))
+
+    @property
+    def raw_options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    steps: int = Field(2000, ge=1)
+    eval_every: int = Field(100, ge=1)
+    source_batch_size: int = Field(32, ge=1)
+    target_batch_size: int | None = Field(None, ge=1, description="null: the whole target set every step.")
+    lr: float = Field(0.1, gt=0, description="λ_p, learning rate of θ and φˢ.")
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    target_lr: float = Field(0.1, gt=0, description="Learning rate of the target head φᵗ.")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
+
+
+class TrackingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    experiment: str | None = Field(None, description="MLflow experiment; defaults to the config's name.")
+
+
+def _component(default: str) -> Any:
+    return Field(default_factory=lambda: Component(name=default))
+
+
+class ExperimentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1)
+    seeds: list[int] = Field(default=[0], min_length=1, description="A list of seeds, or a count n for 0..n-1.")
+    data: Component
+    model: Component = _component("mlp")
+    strategy: Component = _component("soseleto")
+    granularity: Component = _component("per_sample")
+    hypergrad: Component = _component("one_step")
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seed_count(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 1:
+                raise ValueError("a seed count must be at least 1")
+            return list(range(value))
+        return value
+
+    @field_validator("data", "model", "strategy", "granularity", "hypergrad", mode="before")
+    @classmethod
+    def _bare_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+# config section -> plugin kind
+SECTIONS = {
+    "data": "dataset",
+    "model": "model",
+    "strategy": "strategy",
+    "granularity": "granularity",
+    "hypergrad": "hypergradient",
+}
+
+
+def _first_error(error: ValidationError, prefix: tuple[Any, ...] = ()) -> str:
+    details = error.errors()[0]
+    path = ".".join(str(part) for part in (*prefix, *details["loc"])) or "(top level)"
+    message = details["msg"]
+    if details["type"] == "extra_forbidden":
+        message = "unknown field"
+    more = len(error.errors()) - 1
+    return f"{path}: {message}" + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
+
+
+def validate(raw: Any, plugins: Registry | None = None) -> tuple[ExperimentConfig, dict[str, BaseModel]]:
+    """Check a parsed config; return it with each component's validated options model."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"the config must be a mapping of fields, got {type(raw).__name__}")
+    try:
+        config = ExperimentConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_first_error(error)) from None
+    plugins = plugins or registry()
+    options: dict[str, BaseModel] = {}
+    for section, kind in SECTIONS.items():
+        spec: Component = getattr(config, section)
+        try:
+            component = plugins.get(kind, spec.name)
+        except KeyError as error:
+            raise ConfigError(f"{section}.name: {error.args[0]}") from None
+        try:
+            options[section] = component.options.model_validate(spec.raw_options)
+        except ValidationError as error:
+            raise ConfigError(_first_error(error, (section,))) from None
+    return config, options
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``train.steps=100`` -> (["train", "steps"], 100); the value is read as YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. train.steps=100")
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    raw = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            child = node.get(part)
+            if isinstance(child, str):  # "strategy: uniform" shorthand, now given options
+                child = {"name": child}
+            if not isinstance(child, dict):
+                child = {}
+            node[part] = child
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def load_raw(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(error, "problem", None) or "malformed YAML"
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of fields")
+    return raw
+
+
+def load(path: str | Path, overrides: list[str] = ()) -> tuple[ExperimentConfig, dict[str, BaseModel]]:
+    return validate(apply_overrides(load_raw(path), list(overrides)))
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": 0.1}} -> {"train.lr": 0.1}, for MLflow params."""
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, child in value.items():
+            flat.update(flatten(child, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): value}
+
+
+def resolved(config: ExperimentConfig, options: dict[str, BaseModel]) -> dict[str, Any]:
+    """The config with every default filled in, as plain data (logged as an artifact)."""
+    data = config.model_dump(mode="json", exclude={*SECTIONS})
+    for section in SECTIONS:
+        data[section] = {"name": getattr(config, section).name, **options[section].model_dump(mode="json")}
+    return data

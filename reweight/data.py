@@ -1,0 +1,103 @@
+"""Data held as whole tensors on the training device; batches are index gathers.
+
+A bilevel problem has three parts: the weighted *source* set (large, noisy or off-domain),
+the small clean *target* set that trains the weights, and a held-out *test* set of the
+target task. Source examples may carry metadata (which labels were corrupted, a group id,
+a task id) that granularities and metrics use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+
+
+@dataclass
+class Batch:
+    """A slice of a data set: inputs, labels, and the examples' indices in that set."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    index: torch.Tensor
+    meta: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class Split:
+    """A whole data set as tensors. ``meta`` holds per-example columns (e.g. ``corrupted``)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    meta: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.x) != len(self.y):
+            raise ValueError(f"{len(self.x)} inputs but {len(self.y)} labels")
+        for name, column in self.meta.items():
+            if len(column) != len(self.y):
+                raise ValueError(f"meta column {name!r} has {len(column)} rows, expected {len(self.y)}")
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def gather(self, index: torch.Tensor) -> Batch:
+        index = index.to(self.y.device)
+        return Batch(self.x[index], self.y[index], index, {k: v[index] for k, v in self.meta.items()})
+
+    def all(self) -> Batch:
+        return self.gather(torch.arange(len(self), device=self.y.device))
+
+    def to(self, device: torch.device | str) -> Split:
+        return replace(
+            self,
+            x=self.x.to(device),
+            y=self.y.to(device),
+            meta={k: v.to(device) for k, v in self.meta.items()},
+        )
+
+
+@dataclass
+class BilevelData:
+    """Source, target and test splits plus the label-space sizes the model needs."""
+
+    source: Split
+    target: Split
+    test: Split
+    source_classes: int
+    target_classes: int
+
+    def to(self, device: torch.device | str) -> BilevelData:
+        return replace(
+            self, source=self.source.to(device), target=self.target.to(device), test=self.test.to(device)
+        )
+
+
+class BatchSampler:
+    """Endless shuffled batches (without replacement within an epoch), reproducible by seed.
+
+    A batch size of ``None`` or at least the set's size yields the whole set every time,
+    which is how SOSELETO uses its small target set.
+    """
+
+    def __init__(self, split: Split, batch_size: int | None, seed: int) -> None:
+        self.split = split
+        self.full = batch_size is None or batch_size >= len(split)
+        self.batch_size = len(split) if self.full else batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self._order = torch.empty(0, dtype=torch.long)
+        self._cursor = 0
+        self._whole = split.all() if self.full else None
+
+    def next(self) -> Batch:
+        if self._whole is not None:
+            return self._whole
+        if self._cursor + self.batch_size > len(self._order):
+            self._order = torch.randperm(len(self.split), generator=self.generator)
+            self._cursor = 0
+        index = self._order[self._cursor : self._cursor + self.batch_size]
+        self._cursor += self.batch_size
+        return self.split.gather(index)

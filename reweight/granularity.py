@@ -1,0 +1,62 @@
+"""Granularities: which weight slot scales each source example.
+
+A strategy keeps one hyper-parameter per slot (or computes weights per example); the
+granularity only maps examples to slots. Per-sample gives every example its own slot, as in
+the paper; per-group and per-task map many examples to one slot. Because a slot's weight is
+gathered into the examples that use it, autograd (or ``index_add_``) sums the members'
+hypergradients into their slot, so the engine never needs to know which granularity is used.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from reweight.data import Batch, Split
+
+
+class NoOptions(BaseModel):
+    """Options model for components that take none: any field is an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Granularity(ABC):
+    """Maps source examples to weight slots."""
+
+    Options: ClassVar[type[BaseModel]] = NoOptions
+
+    def __init__(self, options: BaseModel, source: Split) -> None:
+        self.options = options
+
+    @property
+    @abstractmethod
+    def num_slots(self) -> int:
+        """How many weights a stateful strategy keeps."""
+
+    @abstractmethod
+    def slots(self, batch: Batch) -> torch.Tensor:
+        """The slot (a long tensor, one entry per example) that scales each example of ``batch``."""
+
+    def slot_gradient(self, batch: Batch, example_grad: torch.Tensor) -> torch.Tensor:
+        """Sum per-example hypergradients into their slots (zeros for slots not in the batch)."""
+        total = torch.zeros(self.num_slots, dtype=example_grad.dtype, device=example_grad.device)
+        return total.index_add_(0, self.slots(batch), example_grad)
+
+
+class PerSample(Granularity):
+    """One weight per source example (the paper's setting)."""
+
+    def __init__(self, options: BaseModel, source: Split) -> None:
+        super().__init__(options, source)
+        self._size = len(source)
+
+    @property
+    def num_slots(self) -> int:
+        return self._size
+
+    def slots(self, batch: Batch) -> torch.Tensor:
+        return batch.index

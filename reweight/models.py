@@ -1,0 +1,66 @@
+"""The bilevel network: a shared representation θ with a source head φˢ and a target head φᵗ.
+
+The split matters to the method: the weighted source loss trains θ and φˢ, the target loss
+trains φᵗ and (through the hypergradient) the weights, never θ directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torch.func import functional_call
+
+from reweight.data import Batch, BilevelData
+
+Params = Mapping[str, torch.Tensor]
+
+
+class BilevelNet(nn.Module):
+    """Representation plus heads. Subclasses only build the three modules."""
+
+    def __init__(self, representation: nn.Module, source_head: nn.Module, target_head: nn.Module) -> None:
+        super().__init__()
+        self.representation = representation
+        self.source_head = source_head
+        self.target_head = target_head
+
+    def representation_params(self) -> dict[str, torch.Tensor]:
+        """θ, by name, in the form ``torch.func.functional_call`` takes."""
+        return dict(self.representation.named_parameters())
+
+    def features(self, x: torch.Tensor, theta: Params | None = None) -> torch.Tensor:
+        if theta is None:
+            return self.representation(x)
+        return functional_call(self.representation, dict(theta), (x,))
+
+    def source_losses(self, batch: Batch, theta: Params | None = None) -> torch.Tensor:
+        """Per-example source losses ℓⱼ, optionally at representation parameters ``theta``."""
+        logits = self.source_head(self.features(batch.x, theta))
+        return F.cross_entropy(logits, batch.y, reduction="none")
+
+    def target_loss(self, batch: Batch, theta: Params | None = None) -> torch.Tensor:
+        """Mean target loss L_t, optionally at representation parameters ``theta``."""
+        return F.cross_entropy(self.target_head(self.features(batch.x, theta)), batch.y)
+
+    @torch.no_grad()
+    def predict_target(self, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+        return torch.cat([self.target_head(self.representation(part)).argmax(1) for part in x.split(chunk)])
+
+
+class MLPOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hidden: list[int] = Field(default=[32, 32], min_length=1, description="Widths of the representation's layers.")
+
+
+def build_mlp(options: MLPOptions, data: BilevelData) -> BilevelNet:
+    """A tanh MLP on flat inputs: the representation is every hidden layer, heads are linear."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = data.source.x[0].numel()
+    for hidden in options.hidden:
+        layers += [nn.Linear(width, hidden), nn.Tanh()]
+        width = hidden
+    return BilevelNet(nn.Sequential(*layers), nn.Linear(width, data.source_classes), nn.Linear(width, data.target_classes))

@@ -1,0 +1,146 @@
+"""Plugins: pluggy hook specs, entry-point discovery, and the registry of components.
+
+Every component kind (strategy, granularity, hypergradient, dataset, model) is registered
+through a hook that receives a ``register(name, factory, options=...)`` callback, the pattern
+of ``llm`` and datasette. Third-party packages, and the built-in strategies in ``plugins/``,
+expose a module with ``@hookimpl`` functions under the entry-point group ``reweight``:
+
+    [project.entry-points.reweight]
+    my_strategy = "my_package.plugin"
+
+The core components in ``reweight.builtins`` go through the very same hooks.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import pluggy
+from pydantic import BaseModel
+
+from reweight.granularity import NoOptions
+
+PROJECT = "reweight"
+KINDS = ("strategy", "granularity", "hypergradient", "dataset", "model")
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+class HookSpecs:
+    @hookspec
+    def register_strategies(self, register: Callable[..., None]) -> None:
+        """Register ``Strategy`` subclasses: ``register(name, cls)`` (options from ``cls.Options``)."""
+
+    @hookspec
+    def register_granularities(self, register: Callable[..., None]) -> None:
+        """Register ``Granularity`` subclasses."""
+
+    @hookspec
+    def register_hypergradients(self, register: Callable[..., None]) -> None:
+        """Register ``Hypergradient`` subclasses."""
+
+    @hookspec
+    def register_datasets(self, register: Callable[..., None]) -> None:
+        """Register data builders: ``register(name, build, options=Model)``; ``build(options, seed)``
+        returns a ``BilevelData``."""
+
+    @hookspec
+    def register_models(self, register: Callable[..., None]) -> None:
+        """Register model builders: ``register(name, build, options=Model)``; ``build(options, data)``
+        returns a ``BilevelNet``."""
+
+
+HOOK_OF_KIND = {
+    "strategy": "register_strategies",
+    "granularity": "register_granularities",
+    "hypergradient": "register_hypergradients",
+    "dataset": "register_datasets",
+    "model": "register_models",
+}
+
+
+@dataclass(frozen=True)
+class Component:
+    kind: str
+    name: str
+    factory: Any
+    options: type[BaseModel]
+    plugin: str
+    package: str
+    version: str
+
+
+@dataclass
+class Registry:
+    components: dict[tuple[str, str], Component] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # plugins that failed to load or register
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(name for k, name in self.components if k == kind)
+
+    def get(self, kind: str, name: str) -> Component:
+        try:
+            return self.components[kind, name]
+        except KeyError:
+            installed = ", ".join(self.names(kind)) or "none"
+            raise KeyError(f"unknown {kind} {name!r} (installed: {installed})") from None
+
+
+def _distribution(module_name: str) -> tuple[str, str]:
+    """(package, version) of the distribution that ships a top-level module."""
+    top = module_name.split(".")[0]
+    for dist in importlib.metadata.packages_distributions().get(top, []):
+        try:
+            return dist, importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return top, "unknown"
+
+
+def plugin_manager() -> tuple[pluggy.PluginManager, dict[str, tuple[str, str]], list[str]]:
+    """Load the core components and every entry point; a plugin that fails is reported, not fatal."""
+    from reweight import builtins
+
+    manager = pluggy.PluginManager(PROJECT)
+    manager.add_hookspecs(HookSpecs)
+    manager.register(builtins, name="reweight")
+    origins = {"reweight": _distribution("reweight")}
+    problems: list[str] = []
+    for entry_point in importlib.metadata.entry_points(group=PROJECT):
+        if manager.has_plugin(entry_point.name):
+            continue
+        try:
+            manager.register(entry_point.load(), name=entry_point.name)
+        except Exception as error:  # noqa: BLE001 - any plugin bug must not stop the others
+            problems.append(f"plugin {entry_point.name!r} failed to load: {error}")
+            continue
+        dist = entry_point.dist
+        origins[entry_point.name] = (dist.name, dist.version) if dist else ("unknown", "unknown")
+    return manager, origins, problems
+
+
+@cache
+def registry() -> Registry:
+    """Every installed component, built once per process."""
+    manager, origins, problems = plugin_manager()
+    found = Registry(problems=problems)
+    for kind, hook_name in HOOK_OF_KIND.items():
+        for impl in getattr(manager.hook, hook_name).get_hookimpls():
+            package, version = origins.get(impl.plugin_name, ("unknown", "unknown"))
+
+            def register(name: str, factory: Any, options: type[BaseModel] | None = None,
+                         _kind: str = kind, _plugin: str = impl.plugin_name,
+                         _package: str = package, _version: str = version) -> None:
+                options = options or getattr(factory, "Options", NoOptions)
+                found.components[_kind, name] = Component(_kind, name, factory, options, _plugin, _package, _version)
+
+            try:
+                impl.function(register=register)
+            except Exception as error:  # noqa: BLE001
+                found.problems.append(f"plugin {impl.plugin_name!r} failed to register {kind}s: {error}")
+    return found
