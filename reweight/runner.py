@@ -67,6 +67,7 @@ def summary_line(name: str, metrics: dict[str, float]) -> str:
 
 def run(config: ExperimentConfig, options: dict[str, BaseModel], console: Console) -> list[SeedResult]:
     full = resolved(config, options)
+    first = build_engine(config, options, config.seeds[0])  # surface data/size problems before any run exists
     tracker = Tracker(config.tracking.experiment or config.name)
     tags = {
         "strategy": config.strategy.name,
@@ -82,7 +83,7 @@ def run(config: ExperimentConfig, options: dict[str, BaseModel], console: Consol
     )
     with tracker.parent(config.name, full) as parent_id, progress:
         for seed in config.seeds:
-            engine = build_engine(config, options, seed)
+            engine = first if seed == config.seeds[0] else build_engine(config, options, seed)
             task = progress.add_task(f"{config.strategy.name} seed {seed}", total=config.train.steps)
             child_config = {**full, "seed": seed}
             with tracker.child(f"{config.strategy.name}-seed{seed}", child_config, {**tags, "seed": seed}) as run_id:

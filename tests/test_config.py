@@ -1,0 +1,98 @@
+"""Config validation: every problem is one ConfigError naming the field path."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reweight.config import apply_overrides, flatten, load, resolved, validate
+from reweight.errors import ConfigError
+
+MINIMAL = {"name": "t", "data": {"name": "synthetic_2d"}}
+
+
+def test_defaults_fill_in():
+    config, options = validate(MINIMAL)
+    assert config.strategy.name == "soseleto" and options["strategy"].init == 0.5
+    assert config.seeds == [0]
+    assert resolved(config, options)["strategy"] == {"name": "soseleto", **options["strategy"].model_dump()}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"train": {"lr": -1}}, "train.lr: Input should be greater than 0"),
+        ({"train": {"stepz": 3}}, "train.stepz: unknown field"),
+        ({"strategy": {"name": "soseleto", "lr": 0}}, "strategy.lr: Input should be greater than 0"),
+        ({"strategy": {"name": "soseleto", "bogus": 1}}, "strategy.bogus: unknown field"),
+        ({"strategy": "nope"}, "strategy.name: unknown strategy 'nope' (installed: soseleto, uniform"),
+        ({"data": {"name": "synthetic_2d", "noise_rate": 1.5}}, "data.noise_rate: Input should be less than or equal to 1"),
+        ({"train": {"steps": "many"}}, "train.steps: Input should be a valid integer"),
+        ({"seeds": 0}, "seeds: Value error, a seed count must be at least 1"),
+        ({"hypergrad": {"method": "one_step", "at": "later"}}, "hypergrad.at: Input should be 'current' or 'lookahead'"),
+    ],
+)
+def test_errors_name_the_field(change, message):
+    with pytest.raises(ConfigError) as caught:
+        validate({**MINIMAL, **change})
+    assert str(caught.value).startswith(message)
+    assert "\n" not in str(caught.value)
+
+
+def test_overrides_reach_nested_fields_and_expand_shorthand():
+    raw = apply_overrides({**MINIMAL, "strategy": "uniform"},
+                          ["train.steps=7", "strategy.name=soseleto", "strategy.lr=3", "seeds=[1, 2]"])
+    config, options = validate(raw)
+    assert config.train.steps == 7 and options["strategy"].lr == 3.0 and config.seeds == [1, 2]
+
+
+def test_bad_override_syntax():
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        apply_overrides(MINIMAL, ["train.steps"])
+
+
+def test_malformed_yaml_names_the_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\ntrain: {steps: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: malformed YAML \(line 3"):
+        load(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load(tmp_path / "absent.yaml")
+
+
+def test_the_shipped_benchmark_is_valid():
+    config, _ = load("benchmarks/synthetic_2d.yaml")
+    assert config.data.name == "synthetic_2d"
+
+
+def test_flatten():
+    assert flatten({"a": {"b": 1, "c": {"d": [2]}}, "e": None}) == {"a.b": 1, "a.c.d": [2], "e": None}
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3),
+    max_leaves=8,
+)
+keys = st.sampled_from(["name", "seeds", "data", "model", "strategy", "granularity", "hypergrad", "train",
+                        "tracking", "steps", "lr", "other"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(keys, json_values | st.dictionaries(keys, json_values, max_size=4), max_size=6))
+def test_loader_returns_a_config_or_a_config_error(raw):
+    try:
+        validate(raw)
+    except ConfigError as error:
+        assert "\n" not in str(error)
+
+
+def test_yaml_round_trip_of_resolved_config():
+    config, options = validate(MINIMAL)
+    full = resolved(config, options)
+    assert resolved(*validate(yaml.safe_load(yaml.safe_dump(full)))) == full
