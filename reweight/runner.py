@@ -82,8 +82,8 @@ def run(config: ExperimentConfig, options: dict[str, BaseModel], console: Consol
         console=console, disable=not console.is_terminal, transient=True,
     )
     with tracker.parent(config.name, full) as parent_id, progress:
-        for seed in config.seeds:
-            engine = first if seed == config.seeds[0] else build_engine(config, options, seed)
+        for position, seed in enumerate(config.seeds):
+            engine = first if position == 0 else build_engine(config, options, seed)
             task = progress.add_task(f"{config.strategy.name} seed {seed}", total=config.train.steps)
             child_config = {**full, "seed": seed}
             with tracker.child(f"{config.strategy.name}-seed{seed}", child_config, {**tags, "seed": seed}) as run_id:
