@@ -137,9 +137,16 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each ``KEY=VALUE`` in a copy of ``raw``. Switching a component to another plugin
+    (``--set strategy.name=uniform``) drops the options that belonged to the old one."""
     raw = copy.deepcopy(raw)
     for text in overrides:
         path, value = parse_override(text)
+        if len(path) == 2 and path[0] in SECTIONS and path[1] in ("name", "method"):
+            current = raw.get(path[0])
+            if (current.get("name") if isinstance(current, dict) else current) != value:
+                raw[path[0]] = {"name": value}
+                continue
         node = raw
         for part in path[:-1]:
             child = node.get(part)

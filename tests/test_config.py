@@ -48,6 +48,13 @@ def test_overrides_reach_nested_fields_and_expand_shorthand():
     assert config.train.steps == 7 and options["strategy"].lr == 3.0 and config.seeds == [1, 2]
 
 
+def test_switching_plugin_by_name_drops_the_old_options():
+    raw = {**MINIMAL, "strategy": {"name": "soseleto", "lr": 5}}
+    assert apply_overrides(raw, ["strategy.name=uniform"])["strategy"] == {"name": "uniform"}
+    assert apply_overrides(raw, ["strategy.name=soseleto"])["strategy"] == {"name": "soseleto", "lr": 5}
+    validate(apply_overrides(raw, ["strategy.name=uniform"]))
+
+
 def test_bad_override_syntax():
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         apply_overrides(MINIMAL, ["train.steps"])
