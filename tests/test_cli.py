@@ -33,7 +33,7 @@ def test_synthetic_run_lands_in_mlflow_and_downweights_flipped_labels(tracking_d
     assert len(parents) == 1 and len(children) == 2
     assert set(children["tags.mlflow.parentRunId"]) == set(parents["run_id"])
     assert set(children["tags.strategy"]) == {"soseleto"} and set(children["tags.seed"]) == {"0", "1"}
-    assert children["params.strategy.lr"].iloc[0] == "100.0"
+    assert children["params.strategy.lr"].iloc[0] == "50.0"
     for name in ("test_accuracy", "target_loss", "source_loss", "weight_noise_auc"):
         assert children[f"metrics.{name}"].notna().all()
     assert (children["metrics.weight_clean_mean"] > children["metrics.weight_corrupted_mean"] + 0.1).all()
