@@ -19,7 +19,8 @@ import time
 
 import torch
 
-from reweight.config import load
+from reweight.config import Component, load
+from reweight.granularity import NoOptions
 from reweight.runner import build_engine
 
 
@@ -32,7 +33,9 @@ class FixedSampler:
 
 
 def engine_with_fixed_batches(config, options, strategy: str, seed: int = 0):
-    config = config.model_copy(update={"strategy": config.strategy.model_copy(update={"name": strategy})})
+    if strategy != config.strategy.name:
+        config = config.model_copy(update={"strategy": Component(name=strategy)})
+        options = {**options, "strategy": NoOptions()}
     engine = build_engine(config, options, seed)
     engine.source_sampler = FixedSampler(engine.source_sampler.next())
     engine.target_sampler = FixedSampler(engine.target_sampler.next())
@@ -58,6 +61,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--steps", type=int, default=50, help="steps per timed round")
     args = parser.parse_args()
+    if args.rounds < 2:
+        parser.error("--rounds must be at least 2 (the ratio is reported with quartiles)")
 
     torch.set_num_threads(1)
     config, options = load(args.config, args.overrides)

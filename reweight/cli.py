@@ -22,9 +22,9 @@ def command_run(args: argparse.Namespace) -> int:
     from reweight import runner
     from reweight.plugins import registry
 
-    console = Console(stderr=False, highlight=False)
+    console = Console(highlight=False)
     for problem in registry().problems:
-        console.print(f"warning: {problem}", style="yellow", highlight=False)
+        print(f"warning: {problem}", file=sys.stderr)
     config, options = config_module.load(args.config, args.overrides)
     runner.run(config, options, console)
     return 0
@@ -42,7 +42,7 @@ def command_plugins(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     console.print(table)
     for problem in found.problems:
-        console.print(f"warning: {problem}", style="yellow")
+        print(f"warning: {problem}", file=sys.stderr)
     return 0
 
 

@@ -42,7 +42,7 @@ class TrainConfig(BaseModel):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     target_lr: float = Field(0.1, gt=0, description="Learning rate of the target head φᵗ.")
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda, cuda:N.")
 
 
 class TrackingConfig(BaseModel):
@@ -50,8 +50,12 @@ class TrackingConfig(BaseModel):
     experiment: str | None = Field(None, description="MLflow experiment; defaults to the config's name.")
 
 
-def _component(default: str) -> Any:
-    return Field(default_factory=lambda: Component(name=default))
+# the default plugin of each component section that has one
+DEFAULT_NAMES = {"model": "mlp", "strategy": "soseleto", "granularity": "per_sample", "hypergrad": "one_step"}
+
+
+def _component(section: str) -> Any:
+    return Field(default_factory=lambda: Component(name=DEFAULT_NAMES[section]))
 
 
 class ExperimentConfig(BaseModel):
@@ -59,10 +63,10 @@ class ExperimentConfig(BaseModel):
     name: str = Field(min_length=1)
     seeds: list[int] = Field(default=[0], min_length=1, description="A list of seeds, or a count n for 0..n-1.")
     data: Component
-    model: Component = _component("mlp")
-    strategy: Component = _component("soseleto")
-    granularity: Component = _component("per_sample")
-    hypergrad: Component = _component("one_step")
+    model: Component = _component("model")
+    strategy: Component = _component("strategy")
+    granularity: Component = _component("granularity")
+    hypergrad: Component = _component("hypergrad")
     train: TrainConfig = Field(default_factory=TrainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
@@ -140,18 +144,24 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     """Set each ``KEY=VALUE`` in a copy of ``raw``. Switching a component to another plugin
     (``--set strategy.name=uniform``) drops the options that belonged to the old one."""
     raw = copy.deepcopy(raw)
+    for section in SECTIONS:  # one spelling of the plugin name, so overrides find it
+        if isinstance(raw.get(section), dict) and "method" in raw[section] and "name" not in raw[section]:
+            raw[section]["name"] = raw[section].pop("method")
     for text in overrides:
         path, value = parse_override(text)
-        if len(path) == 2 and path[0] in SECTIONS and path[1] in ("name", "method"):
-            current = raw.get(path[0])
-            if (current.get("name") if isinstance(current, dict) else current) != value:
+        if path[0] in SECTIONS:
+            if len(path) == 2 and path[1] == "method":
+                path[1] = "name"
+            current = raw.get(path[0], DEFAULT_NAMES.get(path[0]))
+            current_name = current.get("name") if isinstance(current, dict) else current
+            if path[1:] == ["name"] and current_name != value:
                 raw[path[0]] = {"name": value}
                 continue
+            if current_name is not None and not isinstance(current, dict):
+                raw[path[0]] = {"name": current_name}
         node = raw
         for part in path[:-1]:
             child = node.get(part)
-            if isinstance(child, str):  # "strategy: uniform" shorthand, now given options
-                child = {"name": child}
             if not isinstance(child, dict):
                 child = {}
             node[part] = child

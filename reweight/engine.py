@@ -145,15 +145,16 @@ class Engine:
         progress: Callable[[int], None] = lambda advance: None,
     ) -> dict[str, float]:
         """Train for ``steps`` steps, evaluating every ``eval_every`` and at the end."""
-        running = torch.zeros(2)
+        running = torch.zeros(2, device=self.last_weights.device)  # summed on the device: no sync per step
         count = 0
+        end = self.step_count + steps
         metrics: dict[str, float] = {}
         for _ in range(steps):
             source_loss, target_loss = self.step()
-            running += torch.stack([source_loss, target_loss]).cpu()
+            running += torch.stack([source_loss, target_loss]).to(running)
             count += 1
             progress(1)
-            if self.step_count % eval_every == 0 or self.step_count == steps:
+            if self.step_count % eval_every == 0 or self.step_count == end:
                 metrics = self.evaluate()
                 metrics["source_loss"] = (running[0] / count).item()
                 metrics["train_target_loss"] = (running[1] / count).item()

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import nn
 from torch.func import functional_call
 
@@ -53,7 +53,7 @@ class BilevelNet(nn.Module):
 
 class MLPOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    hidden: list[int] = Field(default=[32, 32], min_length=1, description="Widths of the representation's layers.")
+    hidden: list[PositiveInt] = Field(default=[32, 32], min_length=1, description="Widths of the representation's layers.")
 
 
 def build_mlp(options: MLPOptions, data: BilevelData) -> BilevelNet:

@@ -113,6 +113,7 @@ def plugin_manager() -> tuple[pluggy.PluginManager, dict[str, tuple[str, str]], 
     problems: list[str] = []
     for entry_point in importlib.metadata.entry_points(group=PROJECT):
         if manager.has_plugin(entry_point.name):
+            problems.append(f"plugin {entry_point.name!r} is installed twice; the second copy is ignored")
             continue
         try:
             manager.register(entry_point.load(), name=entry_point.name)
@@ -137,6 +138,9 @@ def registry() -> Registry:
                          _kind: str = kind, _plugin: str = impl.plugin_name,
                          _package: str = package, _version: str = version) -> None:
                 options = options or getattr(factory, "Options", NoOptions)
+                earlier = found.components.get((_kind, name))
+                if earlier is not None:
+                    found.problems.append(f"{_kind} {name!r} from plugin {_plugin!r} replaces the one from {earlier.plugin!r}")
                 found.components[_kind, name] = Component(_kind, name, factory, options, _plugin, _package, _version)
 
             try:

@@ -99,10 +99,10 @@ def run(config: ExperimentConfig, options: dict[str, BaseModel], console: Consol
             progress.remove_task(task)
             results.append(SeedResult(seed, run_id, metrics, weights))
             console.print(summary_line(f"{config.name} [{config.strategy.name} seed {seed}]", metrics) + f" run={run_id}", soft_wrap=True, markup=False)
-        if len(results) > 1:
-            tracker.metrics(aggregate(results), step=config.train.steps)
-    if len(results) > 1:
-        stats = aggregate(results)
+        stats = aggregate(results) if len(results) > 1 else {}
+        if stats:
+            tracker.metrics(stats, step=config.train.steps)
+    if stats:
         shown = " ".join(
             f"{key}={stats[key + '_mean']:.4f}±{stats[key + '_std']:.4f}"
             for key in SUMMARY_METRICS if key + "_mean" in stats

@@ -55,6 +55,30 @@ def test_switching_plugin_by_name_drops_the_old_options():
     validate(apply_overrides(raw, ["strategy.name=uniform"]))
 
 
+def test_method_alias_and_name_are_one_field_for_overrides():
+    raw = {**MINIMAL, "hypergrad": {"method": "one_step", "at": "lookahead"}}
+    _, options = validate(apply_overrides(raw, ["hypergrad.name=one_step"]))
+    assert options["hypergrad"].at == "lookahead"
+    _, options = validate(apply_overrides({**MINIMAL, "hypergrad": {"name": "one_step"}}, ["hypergrad.method=one_step",
+                                                                                         "hypergrad.at=lookahead"]))
+    assert options["hypergrad"].at == "lookahead"
+
+
+def test_option_of_an_omitted_section_uses_the_default_plugin():
+    config, options = validate(apply_overrides(MINIMAL, ["model.hidden=[8]", "strategy.lr=2"]))
+    assert (config.model.name, options["model"].hidden) == ("mlp", [8])
+    assert (config.strategy.name, options["strategy"].lr) == ("soseleto", 2.0)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("model.hidden=[0]", "model.hidden.0: Input should be greater than 0"),
+    ("train.device=meta", "train.device: String should match pattern"),
+])
+def test_more_bad_values(override, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        validate(apply_overrides(MINIMAL, [override]))
+
+
 def test_bad_override_syntax():
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         apply_overrides(MINIMAL, ["train.steps"])
@@ -91,10 +115,11 @@ keys = st.sampled_from(["name", "seeds", "data", "model", "strategy", "granulari
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(keys, json_values | st.dictionaries(keys, json_values, max_size=4), max_size=6))
-def test_loader_returns_a_config_or_a_config_error(raw):
+@given(st.dictionaries(keys, json_values | st.dictionaries(keys, json_values, max_size=4), max_size=6),
+       st.booleans())
+def test_loader_returns_a_config_or_a_config_error(raw, on_minimal):
     try:
-        validate(raw)
+        validate({**MINIMAL, **raw} if on_minimal else raw)
     except ConfigError as error:
         assert "\n" not in str(error)
 

@@ -78,11 +78,37 @@ def test_theta_does_not_depend_on_target_labels(seed, at):
     for shift in (0, 1):
         model, data = random_problem(seed)
         data.target = Split(data.target.x, (data.target.y + shift) % data.target_classes)
+        before = [p.detach().clone() for p in model.representation.parameters()]
         engine = engine_for(model, data, Soseleto, SoseletoOptions(lr=1e-300), at=at)
         engine.step()
         results.append([p.detach().clone() for p in model.representation.parameters()])
+        assert any(not torch.equal(a, b) for a, b in zip(before, results[-1]))  # θ did train
     for a, b in zip(*results):
         assert torch.equal(a, b)
+
+
+def test_one_engine_step_applies_the_papers_alpha_update_before_the_inner_step():
+    """α after a step = clip(α + λ_α λ_p/B · ∇ℓⱼ(θ_m)·∇L_t(θ_m)), and θ_{m+1} uses those α."""
+    model, data = random_problem(5, n_source=8)
+    reference = copy.deepcopy(model)
+    engine = engine_for(model, data, Soseleto, SoseletoOptions(lr=50.0), source_batch_size=8, momentum=0.0)
+    engine.step()
+    batch, target = data.source.all(), data.target.all()
+    theta = reference.representation_params()
+    v = torch.autograd.grad(reference.target_loss(target), list(theta.values()))
+    dots = []
+    for j in range(8):
+        grads = torch.autograd.grad(reference.source_losses(batch)[j], list(theta.values()))
+        dots.append(sum((g * u).sum() for g, u in zip(grads, v)))
+    expected = (0.5 + 50.0 * 0.1 / 8 * torch.stack(dots)).clamp(0, 1)
+    torch.testing.assert_close(engine.strategy.alpha.double(), expected, rtol=1e-5, atol=1e-6)
+    assert expected.unique().numel() > 1  # the weights did move, and not all alike
+
+    plain = torch.optim.SGD([*reference.representation.parameters(), *reference.source_head.parameters()], lr=0.1)
+    (expected.float().double() * reference.source_losses(batch)).mean().backward()
+    plain.step()
+    for mine, theirs in zip(model.representation.parameters(), reference.representation.parameters()):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-7)
 
 
 def test_evaluate_reports_the_shared_metric_names():
