@@ -52,20 +52,19 @@ class Tracker:
             raise ReweightError(f"cannot use the MLflow tracking store {uri}: {error}") from None
 
     @contextmanager
-    def parent(self, name: str, config: dict[str, Any]) -> Iterator[str]:
-        with self.mlflow.start_run(run_name=name) as run:
-            self.mlflow.set_tag("reweight.role", "parent")
+    def run(self, name: str, config: dict[str, Any], tags: dict[str, Any], nested: bool = False) -> Iterator[str]:
+        """A run holding the flattened config as params and the resolved config as an artifact."""
+        with self.mlflow.start_run(run_name=name, nested=nested) as run:
+            self.mlflow.set_tags(tags)
             self.mlflow.log_params(flatten(config))
             self.mlflow.log_text(yaml.safe_dump(config, sort_keys=False), "config.yaml")
             yield run.info.run_id
 
-    @contextmanager
-    def child(self, name: str, config: dict[str, Any], tags: dict[str, Any]) -> Iterator[str]:
-        with self.mlflow.start_run(run_name=name, nested=True) as run:
-            self.mlflow.set_tags({"reweight.role": "child", **tags})
-            self.mlflow.log_params(flatten(config))
-            self.mlflow.log_text(yaml.safe_dump(config, sort_keys=False), "config.yaml")
-            yield run.info.run_id
+    def parent(self, name: str, config: dict[str, Any]):
+        return self.run(name, config, {"reweight.role": "parent"})
+
+    def child(self, name: str, config: dict[str, Any], tags: dict[str, Any]):
+        return self.run(name, config, {"reweight.role": "child", **tags}, nested=True)
 
     def metrics(self, metrics: dict[str, float], step: int) -> None:
         self.mlflow.log_metrics(metrics, step=step)
