@@ -5,6 +5,7 @@ from reweight.hypergrad import OneStep
 from reweight.models import MLPOptions, build_mlp
 from reweight.plugins import hookimpl
 from reweight.synthetic import Synthetic2DOptions, build_synthetic_2d
+from reweight.unrolled import Unrolled
 
 
 @hookimpl
@@ -15,6 +16,7 @@ def register_granularities(register):
 @hookimpl
 def register_hypergradients(register):
     register("one_step", OneStep)
+    register("unrolled", Unrolled)
 
 
 @hookimpl

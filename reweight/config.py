@@ -58,6 +58,9 @@ def _component(section: str) -> Any:
     return Field(default_factory=lambda: Component(name=DEFAULT_NAMES[section]))
 
 
+MAX_SEEDS = 10_000  # a count is expanded into a list, so it must stay small
+
+
 class ExperimentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1)
@@ -74,8 +77,8 @@ class ExperimentConfig(BaseModel):
     @classmethod
     def _seed_count(cls, value: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
-            if value < 1:
-                raise ValueError("a seed count must be at least 1")
+            if not 1 <= value <= MAX_SEEDS:
+                raise ValueError(f"a seed count must be between 1 and {MAX_SEEDS}")
             return list(range(value))
         return value
 

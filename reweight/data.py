@@ -92,6 +92,16 @@ class BatchSampler:
         self._cursor = 0
         self._whole = split.all() if self.full else None
 
+    def peek(self, n: int) -> list[Batch]:
+        """The next ``n`` batches, without consuming them (for multi-step look-aheads)."""
+        if self._whole is not None:
+            return [self._whole] * n
+        saved = self.generator.get_state(), self._order, self._cursor
+        batches = [self.next() for _ in range(n)]
+        state, self._order, self._cursor = saved
+        self.generator.set_state(state)
+        return batches
+
     def next(self) -> Batch:
         if self._whole is not None:
             return self._whole

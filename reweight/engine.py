@@ -6,8 +6,9 @@ One step, following SOSELETO's order:
 1. draw a source batch and a target batch (by default the whole, small target set);
 2. target loss at the current θ: its gradient trains φᵗ and gives v = ∇_θ L_t — it never
    trains θ;
-3. if the strategy learns its weights: hypergradient dL_t/dw, then the strategy's update,
-   which yields the weights of this step (updated *before* the step that uses them);
+3. if the strategy learns its weights: hypergradient dL_t/dw for the batches of the
+   method's look-ahead, then the strategy's update, which yields the weights of this step
+   (updated *before* the step that uses them);
 4. weighted inner step on θ and φˢ with (1/B) Σ wⱼ ℓⱼ;
 5. target-head step on φᵗ.
 """
@@ -24,7 +25,7 @@ from reweight.data import BatchSampler, BilevelData
 from reweight.errors import ReweightError
 from reweight.hypergrad import Hypergradient, HypergradientProblem
 from reweight.metrics import accuracy, weight_summary
-from reweight.models import BilevelNet
+from reweight.models import BilevelNet, buffers_preserved
 from reweight.strategy import Strategy
 
 
@@ -75,25 +76,19 @@ class Engine:
         source, target = self.source_sampler.next(), self.target_sampler.next()
         model.train()
 
-        theta = model.representation_params()
+        with buffers_preserved(model):  # only the inner step's forward moves running statistics
+            target_loss = model.target_loss(target)
         head = list(model.target_head.parameters())
-        wrt = [*theta.values(), *head] if strategy.needs_hypergradient else head
-        target_loss = model.target_loss(target)
-        grads = torch.autograd.grad(target_loss, wrt, allow_unused=True)
-        head_grads = grads[len(wrt) - len(head):]
+        head_grads = torch.autograd.grad(target_loss, head, retain_graph=strategy.needs_hypergradient,
+                                         allow_unused=True)
 
         if strategy.needs_hypergradient:
-            theta_grad = {
-                name: torch.zeros_like(p) if g is None else g for (name, p), g in zip(theta.items(), grads)
-            }
-
-            def weight_fn(losses: torch.Tensor) -> torch.Tensor:
-                weights = strategy.weights(source, losses)
-                return torch.zeros_like(losses) if weights is None else weights  # no standing weights: look ahead with w = 0
-
-            problem = HypergradientProblem(model, source, target, theta_grad, self.settings.lr, weight_fn)
-            losses, hypergradient = self.hypergradient(problem)
-            weights = strategy.update(source, losses.detach(), hypergradient)
+            problem = HypergradientProblem(
+                model, source, target, target_loss, self.inner_optimizer, strategy.weights, self.source_sampler.peek
+            )
+            result = self.hypergradient(problem)
+            losses = result.losses
+            weights = strategy.update(result.gradients)
         else:
             losses = model.source_losses(source)
             weights = strategy.weights(source, losses.detach())

@@ -1,16 +1,25 @@
-"""Hypergradients: dL_t/dwⱼ, the derivative of the target loss with respect to each source
-example's weight, through one (differentiable) SGD step of the inner problem.
+"""Hypergradients: dL_t/dwⱼ, the derivative of the target loss with respect to the weight of
+each source example, through differentiable inner steps.
 
-With L_s(w) = (1/B) Σⱼ wⱼ ℓⱼ(θ) and θ' = θ − λ ∇_θ L_s(w), the chain rule gives
+The contract is per example, whatever the strategy keeps: a method returns dL_t/dwⱼ for every
+example of every source batch its look-ahead used, and the strategy maps those onto its own
+hyper-parameters (an α table via the granularity's slots, a weight network by the chain rule).
+Methods, strategies and granularities therefore combine freely.
+
+This module holds the contract and the one-step method. With
+L_s(w) = (1/B) Σⱼ wⱼ ℓⱼ(θ) and θ' = θ − λ ∇_θ L_s(w), the chain rule gives
 
     dL_t(θ')/dwⱼ = −(λ/B) ∇_θ ℓⱼ(θ) · v,    v = ∇_θ L_t(θ').
 
-The one-step method computes all B dot products with a single forward-mode pass along v
+All B dot products come from a single forward-mode pass along v
 (``torch.autograd.forward_ad``): no per-sample gradients, no backward-of-backward. The same
-pass yields the losses ℓⱼ with their reverse graph, so the engine reuses them for the inner
-step instead of running the source forward again. ``at: current`` takes v at θ (SOSELETO's
-approximation, v = ∇_θ L_t(θ)); ``at: lookahead`` takes v at θ' (exact for one step; the
-choice of Learning-to-Reweight).
+pass yields the losses ℓⱼ with their reverse graph, which the engine reuses for the inner step.
+``at: current`` takes v at θ (SOSELETO's approximation); ``at: lookahead`` takes v at θ'
+(exact for one plain SGD step; the choice of Learning-to-Reweight). The unrolled method is in
+``reweight.unrolled``.
+
+Buffers: look-ahead passes never write buffers (``buffers_preserved``); BatchNorm running
+statistics move only with the forward pass of the real inner step.
 """
 
 from __future__ import annotations
@@ -26,7 +35,11 @@ from torch.autograd import forward_ad
 
 from reweight.data import Batch
 from reweight.granularity import NoOptions
-from reweight.models import BilevelNet, Params
+from reweight.models import BilevelNet, Params, buffers_preserved
+
+# weights a strategy has in force for a batch with the given (detached) losses; None means the
+# strategy has no standing weights and the look-ahead is taken at w = 0, as Ren et al. do
+WeightFn = Callable[[Batch, torch.Tensor], torch.Tensor | None]
 
 
 @dataclass
@@ -34,15 +47,41 @@ class HypergradientProblem:
     """Everything a hypergradient method may need for one engine step."""
 
     model: BilevelNet
-    source: Batch
+    source: Batch  # the batch the inner step trains on now
     target: Batch
-    target_grad: Params  # ∇_θ L_t at the current θ, by parameter name (already computed by the engine)
-    inner_lr: float
-    weight_fn: Callable[[torch.Tensor], torch.Tensor]  # per-example losses -> weights now in force
+    target_loss: torch.Tensor  # L_t at the current parameters, its graph retained
+    optimizer: torch.optim.Optimizer  # the real inner optimizer: its settings and momentum buffers
+    weight_fn: WeightFn
+    upcoming: Callable[[int], list[Batch]]  # the next n source batches, without consuming them
+
+    @property
+    def inner_lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def current_target_gradient(self) -> dict[str, torch.Tensor]:
+        """v = ∇_θ L_t at the current θ, from the engine's own target forward pass."""
+        theta = self.model.representation_params()
+        grads = torch.autograd.grad(self.target_loss, list(theta.values()), retain_graph=True, allow_unused=True)
+        return _zeros_for_unused(theta, grads)
+
+
+@dataclass
+class WeightGradient:
+    """dL_t/dwⱼ for one source batch of the look-ahead."""
+
+    batch: Batch
+    losses: torch.Tensor  # ℓⱼ (detached) at the parameters this batch met in the look-ahead
+    grad: torch.Tensor
+
+
+@dataclass
+class HypergradientResult:
+    losses: torch.Tensor  # ℓⱼ of ``problem.source`` at the current parameters, with graph, for the inner step
+    gradients: list[WeightGradient]  # the first is for ``problem.source``
 
 
 class Hypergradient(ABC):
-    """Computes per-example source losses (with graph) and dL_t/dw for a source batch."""
+    """Computes dL_t/dw for the source batches of a look-ahead."""
 
     Options: ClassVar[type[BaseModel]] = NoOptions
 
@@ -50,8 +89,11 @@ class Hypergradient(ABC):
         self.options = options
 
     @abstractmethod
-    def __call__(self, problem: HypergradientProblem) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(losses, dL_t/dw)``; ``losses`` keeps its graph to θ and φˢ."""
+    def __call__(self, problem: HypergradientProblem) -> HypergradientResult: ...
+
+
+def _zeros_for_unused(params: Params, grads) -> dict[str, torch.Tensor]:
+    return {name: torch.zeros_like(p) if g is None else g for (name, p), g in zip(params.items(), grads)}
 
 
 def losses_and_directional_derivatives(
@@ -72,7 +114,8 @@ def lookahead_parameters(
 ) -> dict[str, torch.Tensor]:
     """θ' = θ − λ ∇_θ (1/B) Σ wⱼ ℓⱼ(θ), detached: one plain SGD step of the representation."""
     theta = model.representation_params()
-    weighted = (weights * model.source_losses(batch)).mean()
+    with buffers_preserved(model):
+        weighted = (weights * model.source_losses(batch)).mean()
     grads = torch.autograd.grad(weighted, list(theta.values()), allow_unused=True)
     return {
         name: (p - inner_lr * g if g is not None else p).detach()
@@ -83,9 +126,9 @@ def lookahead_parameters(
 def target_gradient(model: BilevelNet, target: Batch, theta: Params) -> dict[str, torch.Tensor]:
     """v = ∇_θ L_t at representation parameters ``theta`` (which must be leaves or detached)."""
     theta = {name: p.detach().requires_grad_(True) for name, p in theta.items()}
-    loss = model.target_loss(target, theta)
-    grads = torch.autograd.grad(loss, list(theta.values()), allow_unused=True)
-    return {name: torch.zeros_like(p) if g is None else g for (name, p), g in zip(theta.items(), grads)}
+    with buffers_preserved(model):
+        loss = model.target_loss(target, theta)
+    return _zeros_for_unused(theta, torch.autograd.grad(loss, list(theta.values()), allow_unused=True))
 
 
 class OneStepOptions(BaseModel):
@@ -98,13 +141,17 @@ class OneStep(Hypergradient):
 
     Options = OneStepOptions
 
-    def __call__(self, problem: HypergradientProblem) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, problem: HypergradientProblem) -> HypergradientResult:
         model, source = problem.model, problem.source
-        direction = problem.target_grad
+        direction = None
         if self.options.at == "lookahead":
-            with torch.no_grad():
-                current = problem.weight_fn(model.source_losses(source))
-            theta_next = lookahead_parameters(model, source, current, problem.inner_lr)
-            direction = target_gradient(model, problem.target, theta_next)
+            with torch.no_grad(), buffers_preserved(model):
+                current = problem.weight_fn(source, model.source_losses(source))
+            if current is not None:  # with w = 0 the look-ahead point is θ itself
+                theta_next = lookahead_parameters(model, source, current, problem.inner_lr)
+                direction = target_gradient(model, problem.target, theta_next)
+        if direction is None:
+            direction = problem.current_target_gradient()
         losses, dots = losses_and_directional_derivatives(model, source, direction)
-        return losses, -(problem.inner_lr / len(source)) * dots
+        grad = -(problem.inner_lr / len(source)) * dots
+        return HypergradientResult(losses, [WeightGradient(source, losses.detach(), grad)])

@@ -6,7 +6,8 @@ trains φᵗ and (through the hypergradient) the weights, never θ directly.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,13 @@ Params = Mapping[str, torch.Tensor]
 
 
 class BilevelNet(nn.Module):
-    """Representation plus heads. Subclasses only build the three modules."""
+    """Representation plus heads. Subclasses only build the three modules.
+
+    Parameters go by their full names (``representation.0.weight``, ``source_head.bias``), so
+    a dict of any subset of them can stand in for the module's own through
+    ``torch.func.functional_call``: that is how look-ahead and unrolled parameters are
+    evaluated without copying the model.
+    """
 
     def __init__(self, representation: nn.Module, source_head: nn.Module, target_head: nn.Module) -> None:
         super().__init__()
@@ -28,27 +35,54 @@ class BilevelNet(nn.Module):
         self.source_head = source_head
         self.target_head = target_head
 
+    def forward(self, x: torch.Tensor, head: str = "target_head") -> torch.Tensor:
+        return getattr(self, head)(self.representation(x))
+
     def representation_params(self) -> dict[str, torch.Tensor]:
-        """θ, by name, in the form ``torch.func.functional_call`` takes."""
-        return dict(self.representation.named_parameters())
+        """θ, by full name."""
+        return {f"representation.{name}": p for name, p in self.representation.named_parameters()}
 
-    def features(self, x: torch.Tensor, theta: Params | None = None) -> torch.Tensor:
-        if theta is None:
-            return self.representation(x)
-        return functional_call(self.representation, dict(theta), (x,))
+    def inner_params(self) -> dict[str, torch.Tensor]:
+        """θ and φˢ, by full name: what the weighted source loss trains."""
+        heads = {f"source_head.{name}": p for name, p in self.source_head.named_parameters()}
+        return {**self.representation_params(), **heads}
 
-    def source_losses(self, batch: Batch, theta: Params | None = None) -> torch.Tensor:
-        """Per-example source losses ℓⱼ, optionally at representation parameters ``theta``."""
-        logits = self.source_head(self.features(batch.x, theta))
-        return F.cross_entropy(logits, batch.y, reduction="none")
+    def logits(self, x: torch.Tensor, head: str, params: Params | None = None) -> torch.Tensor:
+        if params is None:
+            return self(x, head)
+        return functional_call(self, dict(params), (x, head))
 
-    def target_loss(self, batch: Batch, theta: Params | None = None) -> torch.Tensor:
-        """Mean target loss L_t, optionally at representation parameters ``theta``."""
-        return F.cross_entropy(self.target_head(self.features(batch.x, theta)), batch.y)
+    def source_losses(self, batch: Batch, params: Params | None = None) -> torch.Tensor:
+        """Per-example source losses ℓⱼ, optionally with some parameters replaced by ``params``."""
+        return F.cross_entropy(self.logits(batch.x, "source_head", params), batch.y, reduction="none")
+
+    def target_loss(self, batch: Batch, params: Params | None = None) -> torch.Tensor:
+        """Mean target loss L_t, optionally with some parameters replaced by ``params``."""
+        return F.cross_entropy(self.logits(batch.x, "target_head", params), batch.y)
 
     @torch.no_grad()
     def predict_target(self, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-        return torch.cat([self.target_head(self.representation(part)).argmax(1) for part in x.split(chunk)])
+        return torch.cat([self(part).argmax(1) for part in x.split(chunk)])
+
+
+@contextmanager
+def buffers_preserved(module: nn.Module) -> Iterator[None]:
+    """Run look-ahead passes without letting them write buffers (BatchNorm running statistics):
+    only the forward of the real inner step may move them.
+
+    The passes write into stand-in copies; the originals are put back untouched. (Copying the
+    originals back in place instead would invalidate graphs that saved them for backward.)
+    """
+    originals = []
+    for sub in module.modules():
+        for name, buffer in sub.named_buffers(recurse=False):
+            originals.append((sub, name, buffer))
+            setattr(sub, name, buffer.clone())
+    try:
+        yield
+    finally:
+        for sub, name, buffer in originals:
+            setattr(sub, name, buffer)
 
 
 class MLPOptions(BaseModel):

@@ -1,21 +1,26 @@
 """Strategies: they own the hyper-parameters that produce source weights.
 
 The engine asks a strategy for the weights of a batch and hands it the hypergradient
-dL_t/dwⱼ of each example's weight; what the strategy keeps (an α table, a weight network,
-nothing) and how it turns the hypergradient into new weights is its own business. Strategies
+dL_t/dwⱼ of each example's weight, for every source batch of the method's look-ahead (one
+for the one-step method, K for the unrolled one); what the strategy keeps (an α table, a weight
+network, nothing) and how it turns the hypergradient into new weights is its own business. Strategies
 are plugins: see ``reweight.plugins``.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pydantic import BaseModel
 
 from reweight.data import Batch
 from reweight.granularity import Granularity, NoOptions
+
+if TYPE_CHECKING:
+    from reweight.hypergrad import WeightGradient
 
 
 class Strategy(ABC):
@@ -37,8 +42,9 @@ class Strategy(ABC):
         """The weights currently in force for ``batch`` (no gradient), or ``None`` if the
         strategy has no weights outside an update (e.g. per-batch strategies)."""
 
-    def update(self, batch: Batch, losses: torch.Tensor, hypergradient: torch.Tensor) -> torch.Tensor:
-        """Apply dL_t/dwⱼ (one entry per example) and return the weights for the inner step."""
+    def update(self, gradients: Sequence[WeightGradient]) -> torch.Tensor:
+        """Apply dL_t/dw of each look-ahead batch and return the weights for the inner step on
+        ``gradients[0].batch``."""
         raise NotImplementedError(f"{type(self).__name__} does not use a hypergradient")
 
     def state_dict(self) -> dict[str, Any]:

@@ -33,3 +33,23 @@ def tracking_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return tmp_path
+
+
+def inner_optimizer(model: BilevelNet, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
+                    **extra) -> torch.optim.SGD:
+    """The engine's inner optimizer over θ and φˢ."""
+    return torch.optim.SGD(list(model.inner_params().values()), lr=lr, momentum=momentum,
+                           weight_decay=weight_decay, **extra)
+
+
+def make_problem(model: BilevelNet, data: BilevelData, weights: torch.Tensor | None, optimizer: torch.optim.SGD,
+                 batch_size: int | None = None, seed: int = 0):
+    """A hypergradient problem whose weights in force are ``weights[index]`` (None: no standing
+    weights) and whose source batches come from a seeded sampler (the whole set by default)."""
+    from reweight.data import BatchSampler
+    from reweight.hypergrad import HypergradientProblem
+
+    sampler = BatchSampler(data.source, batch_size, seed)
+    source, target = sampler.next(), data.target.all()
+    weight_fn = (lambda batch, losses: None) if weights is None else (lambda batch, losses: weights[batch.index])
+    return HypergradientProblem(model, source, target, model.target_loss(target), optimizer, weight_fn, sampler.peek)

@@ -25,8 +25,8 @@ class ZeroWeights(Strategy):
     def weights(self, batch, losses):
         return torch.zeros(len(batch), dtype=losses.dtype)
 
-    def update(self, batch, losses, hypergradient):
-        return self.weights(batch, losses)
+    def update(self, gradients):
+        return self.weights(gradients[0].batch, gradients[0].losses)
 
 
 def engine_for(model, data, strategy_cls, options=NoOptions(), at="current", **settings):

@@ -1,15 +1,20 @@
-"""The one-step hypergradient against explicit per-sample gradients and finite differences."""
+"""Hypergradient methods against each other, against explicit per-sample gradients, and
+against central finite differences of the target loss after the real optimizer's steps."""
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reweight.hypergrad import HypergradientProblem, OneStep, OneStepOptions, lookahead_parameters, target_gradient
-from tests.conftest import random_problem
+from reweight.hypergrad import OneStep, OneStepOptions, lookahead_parameters, target_gradient
+from reweight.unrolled import Unrolled, UnrolledOptions
+from tests.conftest import inner_optimizer, make_problem, random_problem
 
 LR = 0.3
+seeds = st.integers(0, 10_000)
 
 
 def explicit_dots(model, batch, direction):
@@ -17,74 +22,170 @@ def explicit_dots(model, batch, direction):
     theta = model.representation_params()
     dots = []
     for j in range(len(batch)):
-        loss = model.source_losses(batch)[j]
-        grads = torch.autograd.grad(loss, list(theta.values()))
+        grads = torch.autograd.grad(model.source_losses(batch)[j], list(theta.values()))
         dots.append(sum((g * direction[name]).sum() for g, name in zip(grads, theta)))
     return torch.stack(dots)
 
 
-def lookahead_target_loss(model, source, target, weights):
-    return model.target_loss(target, lookahead_parameters(model, source, weights, LR)).item()
+def random_weights(n, seed):
+    return torch.rand(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
-def solve(model, data, weights, at):
-    source, target = data.source.all(), data.target.all()
-    v = target_gradient(model, target, model.representation_params())
-    problem = HypergradientProblem(model, source, target, v, LR, lambda losses: weights)
+def one_step(model, data, weights, at, lr=LR):
+    problem = make_problem(model, data, weights, inner_optimizer(model, lr))
     return OneStep(OneStepOptions(at=at))(problem)
 
 
-seeds = st.integers(0, 10_000)
+def unrolled(model, data, weights, optimizer, steps, backend, batch_size=None):
+    problem = make_problem(model, data, weights, optimizer, batch_size)
+    return Unrolled(UnrolledOptions(steps=steps, backend=backend))(problem)
+
+
+def target_loss_after_real_steps(model, data, optimizer, batches, weights_per_batch):
+    """L_t after len(batches) steps of a copy of the real optimizer (state included)."""
+    model = copy.deepcopy(model)
+    replica = inner_optimizer(model, 0.0)
+    replica.load_state_dict(copy.deepcopy(optimizer.state_dict()))  # loading shares the buffers otherwise
+    for batch, weights in zip(batches, weights_per_batch):
+        replica.zero_grad()
+        (weights * model.source_losses(batch)).mean().backward()
+        replica.step()
+    with torch.no_grad():
+        return model.target_loss(data.target.all()).item()
+
+
+def warmed_optimizer(model, data, lr, momentum, weight_decay, nesterov=False):
+    """An inner optimizer that has already taken one step, so its momentum buffers are live."""
+    optimizer = inner_optimizer(model, lr, momentum, weight_decay, nesterov=nesterov)
+    model.source_losses(data.source.all()).mean().backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return optimizer
 
 
 @settings(max_examples=25, deadline=None)
 @given(seed=seeds, batch=st.integers(1, 10))
 def test_current_matches_per_sample_gradients(seed, batch):
     model, data = random_problem(seed, n_source=batch)
-    losses, hypergradient = solve(model, data, torch.rand(batch, dtype=torch.float64), "current")
+    result = one_step(model, data, random_weights(batch, seed), "current")
     v = target_gradient(model, data.target.all(), model.representation_params())
     expected = -(LR / batch) * explicit_dots(model, data.source.all(), v)
-    torch.testing.assert_close(hypergradient, expected, rtol=1e-9, atol=1e-12)
-    torch.testing.assert_close(losses, model.source_losses(data.source.all()))
+    torch.testing.assert_close(result.gradients[0].grad, expected, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(result.losses, model.source_losses(data.source.all()))
 
 
 @settings(max_examples=25, deadline=None)
 @given(seed=seeds, batch=st.integers(1, 10))
 def test_lookahead_matches_per_sample_gradients_and_finite_differences(seed, batch):
     model, data = random_problem(seed, n_source=batch)
-    source, target = data.source.all(), data.target.all()
-    weights = torch.rand(batch, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    _, hypergradient = solve(model, data, weights, "lookahead")
+    source = data.source.all()
+    weights = random_weights(batch, seed)
+    grad = one_step(model, data, weights, "lookahead").gradients[0].grad
 
-    v_next = target_gradient(model, target, lookahead_parameters(model, source, weights, LR))
-    torch.testing.assert_close(hypergradient, -(LR / batch) * explicit_dots(model, source, v_next),
-                               rtol=1e-9, atol=1e-12)
+    v_next = target_gradient(model, data.target.all(), lookahead_parameters(model, source, weights, LR))
+    torch.testing.assert_close(grad, -(LR / batch) * explicit_dots(model, source, v_next), rtol=1e-9, atol=1e-12)
 
-    h = 1e-5
-    finite = torch.empty(batch, dtype=torch.float64)
+    optimizer = inner_optimizer(model, LR)
+    h, finite = 1e-5, torch.empty(batch, dtype=torch.float64)
     for j in range(batch):
         step = torch.zeros(batch, dtype=torch.float64)
         step[j] = h
-        finite[j] = (lookahead_target_loss(model, source, target, weights + step)
-                     - lookahead_target_loss(model, source, target, weights - step)) / (2 * h)
-    torch.testing.assert_close(hypergradient, finite, rtol=1e-5, atol=1e-9)
+        finite[j] = (target_loss_after_real_steps(model, data, optimizer, [source], [weights + step])
+                     - target_loss_after_real_steps(model, data, optimizer, [source], [weights - step])) / (2 * h)
+    torch.testing.assert_close(grad, finite, rtol=1e-5, atol=1e-9)
 
 
 def test_current_is_the_first_order_approximation_of_lookahead():
     """At a tiny inner learning rate the two choices of v coincide."""
     model, data = random_problem(3, n_source=8)
-    source, target = data.source.all(), data.target.all()
     weights = torch.full((8,), 0.5, dtype=torch.float64)
-    v = target_gradient(model, target, model.representation_params())
-    current = HypergradientProblem(model, source, target, v, 1e-7, lambda losses: weights)
-    _, at_current = OneStep(OneStepOptions(at="current"))(current)
-    _, at_lookahead = OneStep(OneStepOptions(at="lookahead"))(current)
+    at_current = one_step(model, data, weights, "current", lr=1e-7).gradients[0].grad
+    at_lookahead = one_step(model, data, weights, "lookahead", lr=1e-7).gradients[0].grad
     torch.testing.assert_close(at_current, at_lookahead, rtol=1e-4, atol=1e-14)
     assert at_current.abs().max() > 0
 
 
+def test_lookahead_without_standing_weights_is_taken_at_theta():
+    """At w = 0 (Learning-to-Reweight) θ' = θ, so look-ahead and current are the same number."""
+    model, data = random_problem(4, n_source=6)
+    at_current = one_step(model, data, None, "current").gradients[0].grad
+    at_lookahead = one_step(model, data, None, "lookahead").gradients[0].grad
+    torch.testing.assert_close(at_current, at_lookahead, rtol=0, atol=0)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=seeds, batch=st.integers(1, 8))
+def test_unrolled_one_plain_sgd_step_equals_one_step_lookahead(seed, batch):
+    model, data = random_problem(seed, n_source=batch)
+    weights = random_weights(batch, seed)
+    expected = one_step(model, data, weights, "lookahead").gradients[0].grad
+    for backend in ("torch_func", "higher"):
+        result = unrolled(model, data, weights, inner_optimizer(model, LR), 1, backend)
+        torch.testing.assert_close(result.gradients[0].grad, expected, rtol=1e-9, atol=1e-12)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=seeds, steps=st.integers(1, 4), momentum=st.sampled_from([0.0, 0.9]),
+       weight_decay=st.sampled_from([0.0, 0.01]), nesterov=st.booleans())
+def test_unrolled_backends_agree(seed, steps, momentum, weight_decay, nesterov):
+    model, data = random_problem(seed, n_source=9)
+    weights = random_weights(9, seed)
+    nesterov = nesterov and momentum > 0
+    optimizer = warmed_optimizer(model, data, LR, momentum, weight_decay, nesterov)
+    before = copy.deepcopy(optimizer.state_dict())
+    mine, theirs = (unrolled(model, data, weights, optimizer, steps, backend, batch_size=4)
+                    for backend in ("torch_func", "higher"))
+    after = optimizer.state_dict()
+    for key, state in before["state"].items():  # the look-ahead left the real momentum alone
+        assert torch.equal(state["momentum_buffer"], after["state"][key]["momentum_buffer"])
+    assert len(mine.gradients) == len(theirs.gradients) == steps
+    for a, b in zip(mine.gradients, theirs.gradients):
+        assert torch.equal(a.batch.index, b.batch.index)
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(a.losses, b.losses, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(mine.losses, theirs.losses)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=seeds, steps=st.integers(1, 3), momentum=st.sampled_from([0.0, 0.9]),
+       weight_decay=st.sampled_from([0.0, 0.01]))
+def test_unrolled_matches_finite_differences_of_the_real_optimizer(seed, steps, momentum, weight_decay):
+    """Perturb one weight in one of the K batches, replay K real torch.optim.SGD steps."""
+    model, data = random_problem(seed, n_source=6)
+    weights = random_weights(6, seed)
+    optimizer = warmed_optimizer(model, data, LR, momentum, weight_decay)
+    result = unrolled(model, data, weights, optimizer, steps, "torch_func", batch_size=3)
+    batches = [g.batch for g in result.gradients]
+    base = [weights[b.index] for b in batches]
+    h = 1e-5
+    for k, gradient in enumerate(result.gradients):
+        finite = torch.empty(len(gradient.batch), dtype=torch.float64)
+        for j in range(len(gradient.batch)):
+            plus = [w.clone() for w in base]
+            minus = [w.clone() for w in base]
+            plus[k][j] += h
+            minus[k][j] -= h
+            finite[j] = (target_loss_after_real_steps(model, data, optimizer, batches, plus)
+                         - target_loss_after_real_steps(model, data, optimizer, batches, minus)) / (2 * h)
+        torch.testing.assert_close(gradient.grad, finite, rtol=1e-5, atol=1e-9)
+
+
+def test_unrolled_replays_the_batches_training_will_draw_next():
+    model, data = random_problem(1, n_source=12)
+    problem = make_problem(model, data, random_weights(12, 1), inner_optimizer(model, LR), batch_size=4)
+    result = Unrolled(UnrolledOptions(steps=3))(problem)
+    sampler_copy = make_problem(model, data, None, inner_optimizer(model, LR), batch_size=4)
+    expected = [sampler_copy.source, *sampler_copy.upcoming(2)]
+    for gradient, batch in zip(result.gradients, expected):
+        assert torch.equal(gradient.batch.index, batch.index)
+    assert torch.equal(problem.upcoming(1)[0].index, expected[1].index)  # peeking consumed nothing
+
+
 def test_no_parameter_gradient_is_left_behind():
-    """The hypergradient must not accumulate .grad on the model (that would leak into the step)."""
+    """Hypergradient methods must not accumulate .grad on the model (it would leak into the step)."""
     model, data = random_problem(0)
-    solve(model, data, torch.ones(len(data.source), dtype=torch.float64), "lookahead")
+    weights = torch.ones(len(data.source), dtype=torch.float64)
+    one_step(model, data, weights, "lookahead")
+    for backend in ("torch_func", "higher"):
+        unrolled(model, data, weights, inner_optimizer(model, LR, 0.9), 2, backend, batch_size=4)
     assert all(p.grad is None for p in model.parameters())

@@ -11,10 +11,16 @@ import numpy as np
 
 from reweight.data import Split
 from reweight.granularity import NoOptions, PerSample
+from reweight.hypergrad import WeightGradient
 from reweight_soseleto import Soseleto, SoseletoOptions
 
 N = 20
 finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
+
+
+def one(batch, grad):
+    """The hypergradient of a single look-ahead batch."""
+    return [WeightGradient(batch, torch.zeros(len(batch)), grad)]
 
 
 def table(init: float = 0.5, lr: float = 1.0) -> tuple[Soseleto, Split]:
@@ -36,7 +42,7 @@ def test_weights_stay_in_unit_interval(init, lr, updates):
     strategy, source = table(init, lr)
     for index, grads in updates:
         batch = source.gather(torch.from_numpy(index))
-        weights = strategy.update(batch, torch.zeros(len(batch)), torch.from_numpy(grads[: len(batch)]))
+        weights = strategy.update(one(batch, torch.from_numpy(grads[: len(batch)])))
         assert ((weights >= 0) & (weights <= 1)).all()
         assert ((strategy.alpha >= 0) & (strategy.alpha <= 1)).all()
 
@@ -45,7 +51,7 @@ def test_update_is_the_papers_rule_and_only_touches_the_batch():
     strategy, source = table(init=0.5, lr=2.0)
     batch = source.gather(torch.tensor([3, 7, 11]))
     hypergradient = torch.tensor([0.1, -0.05, 0.3])
-    weights = strategy.update(batch, torch.zeros(3), hypergradient)
+    weights = strategy.update(one(batch, hypergradient))
     torch.testing.assert_close(weights, torch.tensor([0.3, 0.6, 0.0]))  # clip(0.5 - 2 g)
     untouched = torch.ones(N, dtype=torch.bool)
     untouched[[3, 7, 11]] = False
@@ -55,13 +61,22 @@ def test_update_is_the_papers_rule_and_only_touches_the_batch():
 def test_repeated_slot_receives_the_sum_of_its_hypergradients():
     strategy, source = table(init=0.5, lr=1.0)
     batch = source.gather(torch.tensor([4, 4]))
-    strategy.update(batch, torch.zeros(2), torch.tensor([0.1, 0.2]))
+    strategy.update(one(batch, torch.tensor([0.1, 0.2])))
     assert strategy.alpha[4].item() == pytest.approx(0.2, abs=1e-7)
+
+
+def test_batches_of_an_unrolled_look_ahead_are_summed_before_one_projection():
+    strategy, source = table(init=0.5, lr=1.0)
+    first, second = source.gather(torch.tensor([2, 5])), source.gather(torch.tensor([5, 9]))
+    weights = strategy.update(one(first, torch.tensor([0.3, 0.4]))
+                              + one(second, torch.tensor([-0.6, 0.1])))
+    torch.testing.assert_close(strategy.alpha[[2, 5, 9]], torch.tensor([0.2, 0.7, 0.4]))
+    torch.testing.assert_close(weights, torch.tensor([0.2, 0.7]))  # the first batch's weights
 
 
 def test_state_round_trip():
     strategy, source = table()
-    strategy.update(source.gather(torch.tensor([0, 1])), torch.zeros(2), torch.tensor([0.2, -0.2]))
+    strategy.update(one(source.gather(torch.tensor([0, 1])), torch.tensor([0.2, -0.2])))
     fresh, _ = table()
     fresh.load_state_dict(strategy.state_dict())
     assert torch.equal(fresh.alpha, strategy.alpha)

@@ -7,8 +7,8 @@ step on the target loss:
     α ← clip_[lower, upper](α − λ_α · dL_t/dα),   dL_t/dα = −(λ_p/B) Qᵀ ∇_θ L_t,
 
 so each example's weight grows with the agreement between its own loss gradient and the
-target loss gradient. A slot shared by several examples (per-group, per-task) receives the
-sum of its members' hypergradients.
+target loss gradient. A slot shared by several examples (per-group, per-task), or met in
+several batches of an unrolled look-ahead, receives the sum of all its hypergradients.
 """
 
 from __future__ import annotations
@@ -45,10 +45,10 @@ class Soseleto(Strategy):
     def weights(self, batch, losses):
         return self.alpha[self.granularity.slots(batch)]
 
-    def update(self, batch, losses, hypergradient):
-        step = self.granularity.slot_gradient(batch, hypergradient.to(self.alpha.dtype))
+    def update(self, gradients):
+        step = sum(self.granularity.slot_gradient(g.batch, g.grad.to(self.alpha.dtype)) for g in gradients)
         self.alpha.sub_(self.options.lr * step).clamp_(self.options.lower, self.options.upper)
-        return self.weights(batch, losses)
+        return self.weights(gradients[0].batch, gradients[0].losses)
 
     def state_dict(self):
         return {"alpha": self.alpha.clone()}
