@@ -53,6 +53,18 @@ def test_synthetic_run_lands_in_mlflow_and_downweights_flipped_labels(tracking_d
     assert "strategy:\n  name: soseleto" in config
 
 
+@pytest.mark.parametrize("overrides", [
+    ["strategy.name=learning_to_reweight"],
+    ["strategy.name=meta_weight_net", "hypergrad.name=unrolled", "hypergrad.steps=2", "hypergrad.backend=higher"],
+], ids=["ltr", "mwn-unrolled-higher"])
+def test_peers_and_methods_by_overrides(tracking_dir, overrides):
+    sets = [arg for override in overrides for arg in ("--set", override)]
+    result = reweight("run", BENCHMARK, *sets, "--set", "train.steps=30", "--set", "train.eval_every=10",
+                      cwd=tracking_dir)
+    assert result.returncode == 0, result.stderr
+    assert "test_accuracy=" in result.stdout and "weight_noise_auc=" in result.stdout
+
+
 def test_uniform_baseline_by_one_override(tracking_dir):
     result = reweight("run", BENCHMARK, "--set", "strategy=uniform", "--set", "train.steps=50", cwd=tracking_dir)
     assert result.returncode == 0, result.stderr
