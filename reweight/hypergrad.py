@@ -110,13 +110,15 @@ def losses_and_directional_derivatives(
 
 
 def lookahead_parameters(
-    model: BilevelNet, batch: Batch, weights: torch.Tensor, inner_lr: float
+    model: BilevelNet, batch: Batch, weights: torch.Tensor, inner_lr: float, losses: torch.Tensor | None = None
 ) -> dict[str, torch.Tensor]:
-    """θ' = θ − λ ∇_θ (1/B) Σ wⱼ ℓⱼ(θ), detached: one plain SGD step of the representation."""
+    """θ' = θ − λ ∇_θ (1/B) Σ wⱼ ℓⱼ(θ), detached: one plain SGD step of the representation.
+    ``losses`` may pass ℓⱼ(θ) already computed (with graph) to save a forward pass."""
     theta = model.representation_params()
-    with buffers_preserved(model):
-        weighted = (weights * model.source_losses(batch)).mean()
-    grads = torch.autograd.grad(weighted, list(theta.values()), allow_unused=True)
+    if losses is None:
+        with buffers_preserved(model):
+            losses = model.source_losses(batch)
+    grads = torch.autograd.grad((weights * losses).mean(), list(theta.values()), allow_unused=True)
     return {
         name: (p - inner_lr * g if g is not None else p).detach()
         for (name, p), g in zip(theta.items(), grads)
@@ -145,10 +147,11 @@ class OneStep(Hypergradient):
         model, source = problem.model, problem.source
         direction = None
         if self.options.at == "lookahead":
-            with torch.no_grad(), buffers_preserved(model):
-                current = problem.weight_fn(source, model.source_losses(source))
+            with buffers_preserved(model):
+                losses = model.source_losses(source)
+            current = problem.weight_fn(source, losses.detach())
             if current is not None:  # with w = 0 the look-ahead point is θ itself
-                theta_next = lookahead_parameters(model, source, current, problem.inner_lr)
+                theta_next = lookahead_parameters(model, source, current, problem.inner_lr, losses)
                 direction = target_gradient(model, problem.target, theta_next)
         if direction is None:
             direction = problem.current_target_gradient()
