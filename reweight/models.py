@@ -27,6 +27,20 @@ class BilevelNet(nn.Module):
         self.representation = representation
         self.source_head = source_head
         self.target_head = target_head
+        self.register_buffer("source_label_mask", None)
+
+    def restrict_source_labels(self, mask: torch.Tensor | None) -> None:
+        """Give each source task its own head: ``mask[k]`` marks task k's slice of the source
+        head's outputs. The rows of one linear layer are independent heads, and a softmax
+        restricted to a task's slice is that head's own cross-entropy, so one masked layer
+        computes every task's loss in one vectorised pass."""
+        self.source_label_mask = mask
+
+    def mask_source_logits(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Logits outside each example's task slice set to -inf (a no-op for a one-task source)."""
+        if self.source_label_mask is None:
+            return logits
+        return logits.masked_fill(~self.source_label_mask[batch.meta["task"]], float("-inf"))
 
     def representation_params(self) -> dict[str, torch.Tensor]:
         """θ, by name, in the form ``torch.func.functional_call`` takes."""
@@ -40,7 +54,7 @@ class BilevelNet(nn.Module):
     def source_losses(self, batch: Batch, theta: Params | None = None) -> torch.Tensor:
         """Per-example source losses ℓⱼ, optionally at representation parameters ``theta``."""
         logits = self.source_head(self.features(batch.x, theta))
-        return F.cross_entropy(logits, batch.y, reduction="none")
+        return F.cross_entropy(self.mask_source_logits(logits, batch), batch.y, reduction="none")
 
     def target_loss(self, batch: Batch, theta: Params | None = None) -> torch.Tensor:
         """Mean target loss L_t, optionally at representation parameters ``theta``."""
