@@ -100,7 +100,10 @@ SECTIONS = {
 
 def _first_error(error: ValidationError, prefix: tuple[Any, ...] = ()) -> str:
     details = error.errors()[0]
-    path = ".".join(str(part) for part in (*prefix, *details["loc"])) or "(top level)"
+    loc = (*prefix, *details["loc"])
+    if details["type"] == "nested_options":  # a plugin component inside options (e.g. data.sources.0.data)
+        loc = (*loc, *details["ctx"]["loc"])
+    path = ".".join(str(part) for part in loc) or "(top level)"
     message = details["msg"]
     if details["type"] == "extra_forbidden":
         message = "unknown field"

@@ -28,11 +28,14 @@ class Batch:
 
 @dataclass
 class Split:
-    """A whole data set as tensors. ``meta`` holds per-example columns (e.g. ``corrupted``)."""
+    """A whole data set as tensors. ``meta`` holds per-example columns (e.g. ``corrupted``);
+    ``categories`` optionally names the values of integer columns (``categories["task"][k]``
+    is the name of task ``k``), so that per-group weights can be reported by name."""
 
     x: torch.Tensor
     y: torch.Tensor
     meta: dict[str, torch.Tensor] = field(default_factory=dict)
+    categories: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.x) != len(self.y):
@@ -60,15 +63,38 @@ class Split:
         )
 
 
+@dataclass(frozen=True)
+class SourceTask:
+    """One source task's label space: labels ``offset .. offset + classes - 1`` of the source set."""
+
+    name: str
+    classes: int
+    offset: int
+
+
 @dataclass
 class BilevelData:
-    """Source, target and test splits plus the label-space sizes the model needs."""
+    """Source, target and test splits plus the label-space sizes the model needs.
+
+    A source made of several tasks lists them in ``source_tasks``; its examples then carry a
+    ``task`` meta column, and each task's labels occupy their own slice of ``source_classes``.
+    """
 
     source: Split
     target: Split
     test: Split
     source_classes: int
     target_classes: int
+    source_tasks: list[SourceTask] = field(default_factory=list)
+
+    def source_label_mask(self) -> torch.Tensor | None:
+        """(tasks × source_classes) booleans: which labels belong to each task; None for one task."""
+        if not self.source_tasks:
+            return None
+        mask = torch.zeros(len(self.source_tasks), self.source_classes, dtype=torch.bool)
+        for k, task in enumerate(self.source_tasks):
+            mask[k, task.offset : task.offset + task.classes] = True
+        return mask.to(self.source.y.device)
 
     def to(self, device: torch.device | str) -> BilevelData:
         return replace(

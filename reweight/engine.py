@@ -24,7 +24,7 @@ import torch
 from reweight.data import BatchSampler, BilevelData
 from reweight.errors import ReweightError
 from reweight.hypergrad import Hypergradient, HypergradientProblem
-from reweight.metrics import accuracy, weight_summary
+from reweight.metrics import accuracy, slot_summary, weight_summary
 from reweight.models import BilevelNet, buffers_preserved
 from reweight.strategy import Strategy
 
@@ -126,7 +126,9 @@ class Engine:
             "target_accuracy": accuracy(model.predict_target(target.x), target.y),
             "target_loss": model.target_loss(target).item(),
         }
-        metrics.update(weight_summary(self.source_weights(), data.source.meta.get("corrupted")))
+        weights = self.source_weights()
+        metrics.update(weight_summary(weights, data.source.meta.get("corrupted")))
+        metrics.update(slot_summary(weights, self.strategy.granularity, data.source))
         bad = [name for name, value in metrics.items() if name != "weight_noise_auc" and not math.isfinite(value)]
         if bad:
             raise NumericalError(f"non-finite {', '.join(bad)} at step {self.step_count}")

@@ -10,12 +10,15 @@ hypergradients into their slot, so the engine never needs to know which granular
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
 
 from reweight.data import Batch, Split
+
+if TYPE_CHECKING:
+    from reweight.models import BilevelNet
 
 
 class NoOptions(BaseModel):
@@ -25,11 +28,15 @@ class NoOptions(BaseModel):
 
 
 class Granularity(ABC):
-    """Maps source examples to weight slots."""
+    """Maps source examples to weight slots.
+
+    Built once per seed as ``cls(options, source, model=model)``, after the model, so that a
+    granularity may group examples by the initial model's features.
+    """
 
     Options: ClassVar[type[BaseModel]] = NoOptions
 
-    def __init__(self, options: BaseModel, source: Split) -> None:
+    def __init__(self, options: BaseModel, source: Split, model: BilevelNet | None = None) -> None:
         self.options = options
 
     @property
@@ -46,12 +53,17 @@ class Granularity(ABC):
         total = torch.zeros(self.num_slots, dtype=example_grad.dtype, device=example_grad.device)
         return total.index_add_(0, self.slots(batch), example_grad)
 
+    def slot_names(self) -> list[str] | None:
+        """A metric-safe name per slot (e.g. ``group_annotator_3``, ``task_svhn``) when slots are
+        few enough to report one by one; ``None`` (the default) when they are not."""
+        return None
+
 
 class PerSample(Granularity):
     """One weight per source example (the paper's setting)."""
 
-    def __init__(self, options: BaseModel, source: Split) -> None:
-        super().__init__(options, source)
+    def __init__(self, options: BaseModel, source: Split, model: BilevelNet | None = None) -> None:
+        super().__init__(options, source, model)
         self._size = len(source)
 
     @property

@@ -34,9 +34,27 @@ class BilevelNet(nn.Module):
         self.representation = representation
         self.source_head = source_head
         self.target_head = target_head
+        self.register_buffer("source_label_mask", None)
+
+    def restrict_source_labels(self, mask: torch.Tensor | None) -> None:
+        """Give each source task its own head: ``mask[k]`` marks task k's slice of the source
+        head's outputs. The rows of one linear layer are independent heads, and a softmax
+        restricted to a task's slice is that head's own cross-entropy, so one masked layer
+        computes every task's loss in one vectorised pass."""
+        self.source_label_mask = mask
+
+    def mask_source_logits(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Logits outside each example's task slice set to -inf (a no-op for a one-task source)."""
+        if self.source_label_mask is None:
+            return logits
+        return logits.masked_fill(~self.source_label_mask[batch.meta["task"]], float("-inf"))
 
     def forward(self, x: torch.Tensor, head: str = "target_head") -> torch.Tensor:
         return getattr(self, head)(self.representation(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The representation's output, e.g. for grouping examples by what the model sees."""
+        return self.representation(x)
 
     def representation_params(self) -> dict[str, torch.Tensor]:
         """θ, by full name."""
@@ -54,7 +72,8 @@ class BilevelNet(nn.Module):
 
     def source_losses(self, batch: Batch, params: Params | None = None) -> torch.Tensor:
         """Per-example source losses ℓⱼ, optionally with some parameters replaced by ``params``."""
-        return F.cross_entropy(self.logits(batch.x, "source_head", params), batch.y, reduction="none")
+        logits = self.mask_source_logits(self.logits(batch.x, "source_head", params), batch)
+        return F.cross_entropy(logits, batch.y, reduction="none")
 
     def target_loss(self, batch: Batch, params: Params | None = None) -> torch.Tensor:
         """Mean target loss L_t, optionally with some parameters replaced by ``params``."""

@@ -16,7 +16,8 @@ from reweight.errors import ConfigError
 from reweight.plugins import registry
 from reweight.tracking import Tracker, weights_csv
 
-SUMMARY_METRICS = ("test_accuracy", "target_loss", "source_loss", "weight_noise_auc")
+SUMMARY_METRICS = ("test_accuracy", "target_loss", "source_loss", "weight_noise_auc", "weight_harmful_auc")
+SUMMARY_PREFIXES = ("weight_group_", "weight_task_")  # per-slot weights, shown when few enough to name
 
 
 @dataclass
@@ -53,16 +54,24 @@ def build_engine(config: ExperimentConfig, options: dict[str, BaseModel], seed: 
         )
     data = data.to(device)
     model = plugins.get("model", config.model.name).factory(options["model"], data).to(device)
-    granularity = plugins.get("granularity", config.granularity.name).factory(options["granularity"], data.source)
+    model.restrict_source_labels(data.source_label_mask())
+    granularity = plugins.get("granularity", config.granularity.name).factory(
+        options["granularity"], data.source, model=model
+    )
     strategy = plugins.get("strategy", config.strategy.name).factory(options["strategy"], granularity, device)
     hypergradient = plugins.get("hypergradient", config.hypergrad.name).factory(options["hypergrad"])
     settings = TrainSettings(**config.train.model_dump(exclude={"steps", "eval_every", "device"}))
     return Engine(model, strategy, hypergradient, data, settings, seed)
 
 
+def summary_keys(metrics: dict[str, float]) -> list[str]:
+    """The metrics a run's summary line shows, in a fixed order."""
+    named = [key for key in SUMMARY_METRICS if key in metrics]
+    return named + sorted(key for key in metrics if key.startswith(SUMMARY_PREFIXES))
+
+
 def summary_line(name: str, metrics: dict[str, float]) -> str:
-    shown = [f"{key}={metrics[key]:.4f}" for key in SUMMARY_METRICS if key in metrics]
-    return f"{name}: " + " ".join(shown)
+    return f"{name}: " + " ".join(f"{key}={metrics[key]:.4f}" for key in summary_keys(metrics))
 
 
 def run(config: ExperimentConfig, options: dict[str, BaseModel], console: Console) -> list[SeedResult]:
@@ -104,8 +113,7 @@ def run(config: ExperimentConfig, options: dict[str, BaseModel], console: Consol
             tracker.metrics(stats, step=config.train.steps)
     if stats:
         shown = " ".join(
-            f"{key}={stats[key + '_mean']:.4f}±{stats[key + '_std']:.4f}"
-            for key in SUMMARY_METRICS if key + "_mean" in stats
+            f"{key}={stats[key + '_mean']:.4f}±{stats[key + '_std']:.4f}" for key in summary_keys(results[0].metrics)
         )
         console.print(f"{config.name} [{config.strategy.name}, {len(results)} seeds]: {shown} parent={parent_id}", soft_wrap=True, markup=False)
     return results
