@@ -61,8 +61,9 @@ class Engine:
         self.inner_optimizer = torch.optim.SGD(
             inner, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
         )
-        self.target_optimizer = torch.optim.SGD(
-            model.target_head.parameters(), lr=settings.target_lr, momentum=settings.momentum
+        head = model.target_head_params()
+        self.target_optimizer = (
+            torch.optim.SGD(head, lr=settings.target_lr, momentum=settings.momentum) if head else None
         )
         self.source_sampler = BatchSampler(data.source, settings.source_batch_size, seed)
         self.target_sampler = BatchSampler(data.target, settings.target_batch_size, seed + 1)
@@ -78,9 +79,9 @@ class Engine:
 
         with buffers_preserved(model):  # only the inner step's forward moves running statistics
             target_loss = model.target_loss(target)
-        head = list(model.target_head.parameters())
+        head = model.target_head_params()
         head_grads = torch.autograd.grad(target_loss, head, retain_graph=strategy.needs_hypergradient,
-                                         allow_unused=True)
+                                         allow_unused=True) if head else ()
 
         if strategy.needs_hypergradient:
             problem = HypergradientProblem(
@@ -99,9 +100,10 @@ class Engine:
         source_loss.backward()
         self.inner_optimizer.step()
 
-        for p, g in zip(head, head_grads):
-            p.grad = None if g is None else g.detach()
-        self.target_optimizer.step()
+        if self.target_optimizer is not None:
+            for p, g in zip(head, head_grads):
+                p.grad = None if g is None else g.detach()
+            self.target_optimizer.step()
 
         self.last_weights[source.index] = weights.to(self.last_weights.dtype)
         self.step_count += 1

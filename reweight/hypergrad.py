@@ -6,6 +6,9 @@ example of every source batch its look-ahead used, and the strategy maps those o
 hyper-parameters (an α table via the granularity's slots, a weight network by the chain rule).
 Methods, strategies and granularities therefore combine freely.
 
+θ below stands for the parameters both losses depend on (``BilevelNet.coupled_params``): the
+representation, plus the source head when source and target share it.
+
 This module holds the contract and the one-step method. With
 L_s(w) = (1/B) Σⱼ wⱼ ℓⱼ(θ) and θ' = θ − λ ∇_θ L_s(w), the chain rule gives
 
@@ -60,7 +63,7 @@ class HypergradientProblem:
 
     def current_target_gradient(self) -> dict[str, torch.Tensor]:
         """v = ∇_θ L_t at the current θ, from the engine's own target forward pass."""
-        theta = self.model.representation_params()
+        theta = self.model.coupled_params()
         grads = torch.autograd.grad(self.target_loss, list(theta.values()), retain_graph=True, allow_unused=True)
         return _zeros_for_unused(theta, grads)
 
@@ -100,7 +103,7 @@ def losses_and_directional_derivatives(
     model: BilevelNet, batch: Batch, direction: Params
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """ℓⱼ(θ) and ∇_θ ℓⱼ(θ) · direction for every example, in one forward-mode pass."""
-    theta = model.representation_params()
+    theta = model.coupled_params()
     with forward_ad.dual_level():
         duals = {name: forward_ad.make_dual(p, direction[name]) for name, p in theta.items()}
         losses, tangent = forward_ad.unpack_dual(model.source_losses(batch, duals))
@@ -114,7 +117,7 @@ def lookahead_parameters(
 ) -> dict[str, torch.Tensor]:
     """θ' = θ − λ ∇_θ (1/B) Σ wⱼ ℓⱼ(θ), detached: one plain SGD step of the representation.
     ``losses`` may pass ℓⱼ(θ) already computed (with graph) to save a forward pass."""
-    theta = model.representation_params()
+    theta = model.coupled_params()
     if losses is None:
         with buffers_preserved(model):
             losses = model.source_losses(batch)

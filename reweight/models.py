@@ -16,6 +16,7 @@ from torch import nn
 from torch.func import functional_call
 
 from reweight.data import Batch, BilevelData
+from reweight.errors import ConfigError
 
 Params = Mapping[str, torch.Tensor]
 
@@ -29,11 +30,13 @@ class BilevelNet(nn.Module):
     evaluated without copying the model.
     """
 
-    def __init__(self, representation: nn.Module, source_head: nn.Module, target_head: nn.Module) -> None:
+    def __init__(self, representation: nn.Module, source_head: nn.Module, target_head: nn.Module | None = None) -> None:
+        """``target_head=None`` shares the source head: one classifier for source and target
+        (same label space), as Learning-to-Reweight and Meta-Weight-Net have it."""
         super().__init__()
         self.representation = representation
         self.source_head = source_head
-        self.target_head = target_head
+        self.target_head = source_head if target_head is None else target_head
         self.register_buffer("source_label_mask", None)
 
     def restrict_source_labels(self, mask: torch.Tensor | None) -> None:
@@ -65,10 +68,27 @@ class BilevelNet(nn.Module):
         heads = {f"source_head.{name}": p for name, p in self.source_head.named_parameters()}
         return {**self.representation_params(), **heads}
 
+    @property
+    def shares_head(self) -> bool:
+        return self.target_head is self.source_head
+
+    def coupled_params(self) -> dict[str, torch.Tensor]:
+        """The inner parameters the target loss depends on, through which every hypergradient
+        flows: θ, plus φˢ when the heads are shared."""
+        return self.inner_params() if self.shares_head else self.representation_params()
+
+    def target_head_params(self) -> list[torch.Tensor]:
+        """φᵗ, which the target loss trains directly; empty when the head is shared, and then
+        the target set trains only the weights."""
+        return [] if self.shares_head else list(self.target_head.parameters())
+
     def logits(self, x: torch.Tensor, head: str, params: Params | None = None) -> torch.Tensor:
         if params is None:
             return self(x, head)
-        return functional_call(self, dict(params), (x, head))
+        # tie_weights=False: a shared head is one module under two names, so replacing it by
+        # one name already reaches both; torch's tied-weight handling would restore plain
+        # tensors in place of the module's parameters afterwards.
+        return functional_call(self, dict(params), (x, head), tie_weights=False)
 
     def source_losses(self, batch: Batch, params: Params | None = None) -> torch.Tensor:
         """Per-example source losses ℓⱼ, optionally with some parameters replaced by ``params``."""
@@ -107,13 +127,26 @@ def buffers_preserved(module: nn.Module) -> Iterator[None]:
 class MLPOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     hidden: list[PositiveInt] = Field(default=[32, 32], min_length=1, description="Widths of the representation's layers.")
+    shared_head: bool = Field(False, description="One classifier for source and target (same label space).")
 
 
 def build_mlp(options: MLPOptions, data: BilevelData) -> BilevelNet:
     """A tanh MLP on flat inputs: the representation is every hidden layer, heads are linear."""
+    if options.shared_head:
+        check_shared_head(data)
     layers: list[nn.Module] = [nn.Flatten()]
     width = data.source.x[0].numel()
     for hidden in options.hidden:
         layers += [nn.Linear(width, hidden), nn.Tanh()]
         width = hidden
-    return BilevelNet(nn.Sequential(*layers), nn.Linear(width, data.source_classes), nn.Linear(width, data.target_classes))
+    source_head = nn.Linear(width, data.source_classes)
+    return BilevelNet(nn.Sequential(*layers), source_head, None if options.shared_head else nn.Linear(width, data.target_classes))
+
+
+def check_shared_head(data: BilevelData) -> None:
+    """A shared head needs one label space for source and target."""
+    if data.source_classes != data.target_classes or len(getattr(data, "source_tasks", None) or []) > 1:
+        raise ConfigError(
+            f"model.shared_head: source ({data.source_classes} classes) and target ({data.target_classes}) "
+            "need the same single label space"
+        )

@@ -10,7 +10,7 @@ from reweight.models import BilevelNet, MLPOptions, build_mlp
 
 
 def random_problem(seed: int, n_source: int = 12, n_target: int = 6, dim: int = 3, classes: int = 3,
-                   hidden: tuple[int, ...] = (5, 4)) -> tuple[BilevelNet, BilevelData]:
+                   hidden: tuple[int, ...] = (5, 4), shared_head: bool = False) -> tuple[BilevelNet, BilevelData]:
     generator = torch.Generator().manual_seed(seed)
     data = BilevelData(
         source=Split(torch.randn(n_source, dim, generator=generator, dtype=torch.float64),
@@ -23,7 +23,7 @@ def random_problem(seed: int, n_source: int = 12, n_target: int = 6, dim: int = 
         target_classes=classes,
     )
     torch.manual_seed(seed)
-    model = build_mlp(MLPOptions(hidden=list(hidden)), data).double()
+    model = build_mlp(MLPOptions(hidden=list(hidden), shared_head=shared_head), data).double()
     return model, data
 
 

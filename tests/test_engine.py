@@ -117,3 +117,34 @@ def test_evaluate_reports_the_shared_metric_names():
     metrics = engine_for(model, data, Soseleto, SoseletoOptions()).fit(4, eval_every=2)
     assert {"test_accuracy", "target_loss", "source_loss", "weight_noise_auc"} <= set(metrics)
     assert 0 <= metrics["weight_noise_auc"] <= 1
+
+
+def test_a_shared_head_is_trained_by_the_source_loss_alone():
+    """With one classifier the target set trains only the weights: uniform weights are plain SGD."""
+    model, data = random_problem(7, shared_head=True)
+    reference = copy.deepcopy(model)
+    engine = engine_for(model, data, Uniform, lr=0.1, momentum=0.9)
+    assert engine.target_optimizer is None
+    plain = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
+    sampler_copy = copy.deepcopy(engine.source_sampler)
+    for _ in range(3):
+        engine.step()
+        batch = sampler_copy.next()
+        plain.zero_grad()
+        F.cross_entropy(reference(batch.x, "source_head"), batch.y).backward()
+        plain.step()
+    for mine, theirs in zip(model.parameters(), reference.parameters()):
+        assert torch.equal(mine, theirs)
+    soseleto = engine_for(*random_problem(7, shared_head=True), Soseleto, SoseletoOptions(lr=10.0))
+    soseleto.fit(3, eval_every=3)
+    assert soseleto.strategy.alpha.unique().numel() > 1  # the weights still learn, through the shared head
+
+
+def test_substituted_parameters_leave_a_shared_head_model_intact():
+    model, data = random_problem(8, shared_head=True)
+    before = list(model.parameters())
+    stepped = {name: p * 2.0 for name, p in model.inner_params().items()}
+    changed = model.target_loss(data.target.all(), stepped)
+    assert changed.item() != model.target_loss(data.target.all()).item()  # the substitution reached the head
+    after = list(model.parameters())
+    assert len(after) == len(before) and all(a is b for a, b in zip(after, before))

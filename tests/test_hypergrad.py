@@ -189,3 +189,32 @@ def test_no_parameter_gradient_is_left_behind():
     for backend in ("torch_func", "higher"):
         unrolled(model, data, weights, inner_optimizer(model, LR, 0.9), 2, backend, batch_size=4)
     assert all(p.grad is None for p in model.parameters())
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=seeds, steps=st.integers(1, 3))
+def test_a_shared_head_is_part_of_the_look_ahead(seed, steps):
+    """With one classifier for both sets, L_t depends on φˢ too: every method differentiates
+    through it, and all agree with finite differences of the real optimizer's steps."""
+    model, data = random_problem(seed, n_source=6, shared_head=True)
+    assert model.shares_head and set(model.coupled_params()) == set(model.inner_params())
+    weights = random_weights(6, seed)
+    optimizer = warmed_optimizer(model, data, LR, 0.9, 0.01)
+    mine, theirs = (unrolled(model, data, weights, optimizer, steps, backend, batch_size=3)
+                    for backend in ("torch_func", "higher"))
+    batches = [g.batch for g in mine.gradients]
+    h = 1e-5
+    for k, (a, b) in enumerate(zip(mine.gradients, theirs.gradients)):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-12)
+        plus = [weights[batch.index].clone() for batch in batches]
+        minus = [w.clone() for w in plus]
+        plus[k][0] += h
+        minus[k][0] -= h
+        finite = (target_loss_after_real_steps(model, data, optimizer, batches, plus)
+                  - target_loss_after_real_steps(model, data, optimizer, batches, minus)) / (2 * h)
+        torch.testing.assert_close(a.grad[0].item(), finite, rtol=1e-5, atol=1e-9)
+
+    plain = inner_optimizer(model, LR)
+    expected = one_step(model, data, weights, "lookahead").gradients[0].grad
+    got = unrolled(model, data, weights, plain, 1, "torch_func").gradients[0].grad
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
