@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+# The tests' models are tiny: a second thread only adds synchronisation. Subprocesses (the
+# end-to-end CLI tests) inherit the variable.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 from reweight.data import BilevelData, Split
 from reweight.models import BilevelNet, MLPOptions, build_mlp
