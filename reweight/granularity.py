@@ -53,6 +53,13 @@ class Granularity(ABC):
         total = torch.zeros(self.num_slots, dtype=example_grad.dtype, device=example_grad.device)
         return total.index_add_(0, self.slots(batch), example_grad)
 
+    def batch_slot_sums(self, batch: Batch, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sum ``values`` over the examples of each distinct slot in ``batch``; returns the sums
+        and each example's position among them (compact: a batch touches few slots)."""
+        distinct, inverse = torch.unique(self.slots(batch), return_inverse=True)
+        sums = torch.zeros(len(distinct), dtype=values.dtype, device=values.device)
+        return sums.index_add_(0, inverse, values), inverse
+
     def slot_names(self) -> list[str] | None:
         """A metric-safe name per slot (e.g. ``group_annotator_3``, ``task_svhn``) when slots are
         few enough to report one by one; ``None`` (the default) when they are not."""

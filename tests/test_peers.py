@@ -104,3 +104,24 @@ def test_mwn_weights_are_in_the_unit_interval_and_its_state_round_trips():
     fresh = mwn(1, 5)
     fresh.load_state_dict(strategy.state_dict())
     torch.testing.assert_close(fresh.weights(source.all(), losses), strategy.weights(source.all(), losses))
+
+
+def test_ltr_and_mwn_give_one_weight_per_group():
+    from reweight.groups import PerGroup, PerGroupOptions
+
+    source = Split(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), meta={"g": torch.tensor([0, 0, 1, 1])})
+    granularity = PerGroup(PerGroupOptions(by="meta", column="g"), source)
+    batch = source.all()
+    ltr = LearningToReweight(NoOptions(), granularity, CPU)
+    weights = ltr.update([WeightGradient(batch, torch.zeros(4), torch.tensor([-0.3, 0.1, 0.2, 0.0]))])
+    # group 0's hypergradient sums to -0.2 (it helps), group 1's to +0.2 (weight 0); the two
+    # members of group 0 share the batch's total weight
+    torch.testing.assert_close(weights, torch.tensor([2.0, 2.0, 0.0, 0.0]))
+
+    torch.manual_seed(0)
+    mwn = MetaWeightNet(MetaWeightNetOptions(hidden=[5]), granularity, CPU)
+    losses = torch.tensor([0.1, 0.3, 1.0, 2.0])
+    weights = mwn.weights(batch, losses)
+    with torch.no_grad():
+        expected = mwn.net(torch.tensor([[0.2], [1.5]])).squeeze(1)  # V of each group's mean loss
+    torch.testing.assert_close(weights, expected[[0, 0, 1, 1]])

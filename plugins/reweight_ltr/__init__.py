@@ -21,14 +21,6 @@ import torch
 from reweight import Strategy, hookimpl
 
 
-def slot_sums(slots: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum ``values`` over the examples of each distinct slot of a batch; returns the sums and
-    each example's position among them."""
-    distinct, inverse = torch.unique(slots, return_inverse=True)
-    sums = torch.zeros(len(distinct), dtype=values.dtype, device=values.device).index_add_(0, inverse, values)
-    return sums, inverse
-
-
 class LearningToReweight(Strategy):
     """Per-batch weights from the clipped, normalised negative hypergradient."""
 
@@ -37,7 +29,7 @@ class LearningToReweight(Strategy):
 
     def update(self, gradients):
         current = gradients[0]
-        sums, inverse = slot_sums(self.granularity.slots(current.batch), current.grad)
+        sums, inverse = self.granularity.batch_slot_sums(current.batch, current.grad)
         raw = (-sums).clamp_min(0)[inverse]
         total = raw.sum()
         uniform = torch.full_like(raw, 1.0 / len(raw))

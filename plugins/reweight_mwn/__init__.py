@@ -60,9 +60,8 @@ class MetaWeightNet(Strategy):
     def _inputs(self, batch, losses):
         """Each example's input to V: its slot's mean loss within the batch (its own loss per-sample)."""
         losses = losses.detach().to(next(self.net.parameters()).dtype)
-        distinct, inverse = torch.unique(self.granularity.slots(batch), return_inverse=True)
-        sums = torch.zeros(len(distinct), dtype=losses.dtype, device=losses.device).index_add_(0, inverse, losses)
-        counts = torch.bincount(inverse, minlength=len(distinct)).to(losses.dtype)
+        sums, inverse = self.granularity.batch_slot_sums(batch, losses)
+        counts, _ = self.granularity.batch_slot_sums(batch, torch.ones_like(losses))
         return (sums / counts)[inverse].unsqueeze(1)
 
     def _weights(self, batch, losses):
