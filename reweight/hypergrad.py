@@ -10,16 +10,19 @@ Methods, strategies and granularities therefore combine freely.
 representation, plus the source head when source and target share it.
 
 This module holds the contract and the one-step method. With
-L_s(w) = (1/B) Σⱼ wⱼ ℓⱼ(θ) and θ' = θ − λ ∇_θ L_s(w), the chain rule gives
+L_s(w) = (1/B) Σⱼ wⱼ ℓⱼ(θ) and θ' the real optimizer's next step, θ' = θ − λ ∇_θ L_s(w) + (terms
+that do not depend on w: momentum's history, weight decay), the chain rule gives
 
-    dL_t(θ')/dwⱼ = −(λ/B) ∇_θ ℓⱼ(θ) · v,    v = ∇_θ L_t(θ').
+    dL_t(θ')/dwⱼ = −(λ/B) ∇_θ ℓⱼ(θ) · v,    v = ∇_θ L_t(θ')
 
-All B dot products come from a single forward-mode pass along v
-(``torch.autograd.forward_ad``): no per-sample gradients, no backward-of-backward. The same
-pass yields the losses ℓⱼ with their reverse graph, which the engine reuses for the inner step.
-``at: current`` takes v at θ (SOSELETO's approximation); ``at: lookahead`` takes v at θ'
-(exact for one plain SGD step; the choice of Learning-to-Reweight). The unrolled method is in
-``reweight.unrolled``.
+(λ becomes the step's scale of the new gradient under dampening or Nesterov momentum; see
+``reweight.sgd.gradient_scale``). All B dot products come from a single forward-mode pass
+along v (``torch.autograd.forward_ad``): no per-sample gradients, no backward-of-backward. The
+same pass yields the losses ℓⱼ with their reverse graph, which the engine reuses for the inner
+step. ``at: current`` takes v at θ (SOSELETO's approximation); ``at: lookahead`` takes v at θ'
+computed with the real optimizer's settings and momentum buffers, which is exact for the next
+step with φᵗ held fixed (Meta-Weight-Net's choice; Learning-to-Reweight looks ahead at w = 0,
+where the two coincide). The unrolled method is in ``reweight.unrolled``.
 
 Buffers: look-ahead passes never write buffers (``buffers_preserved``); BatchNorm running
 statistics move only with the forward pass of the real inner step.
@@ -39,6 +42,7 @@ from torch.autograd import forward_ad
 from reweight.data import Batch
 from reweight.granularity import NoOptions
 from reweight.models import BilevelNet, Params, buffers_preserved
+from reweight.sgd import gradient_scale, sgd_settings, sgd_step
 
 # weights a strategy has in force for a batch with the given (detached) losses; None means the
 # strategy has no standing weights and the look-ahead is taken at w = 0, as Ren et al. do
@@ -56,10 +60,6 @@ class HypergradientProblem:
     optimizer: torch.optim.Optimizer  # the real inner optimizer: its settings and momentum buffers
     weight_fn: WeightFn
     upcoming: Callable[[int], list[Batch]]  # the next n source batches, without consuming them
-
-    @property
-    def inner_lr(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
 
     def current_target_gradient(self) -> dict[str, torch.Tensor]:
         """v = ∇_θ L_t at the current θ, from the engine's own target forward pass."""
@@ -113,19 +113,30 @@ def losses_and_directional_derivatives(
 
 
 def lookahead_parameters(
-    model: BilevelNet, batch: Batch, weights: torch.Tensor, inner_lr: float, losses: torch.Tensor | None = None
+    model: BilevelNet, batch: Batch, weights: torch.Tensor | None, optimizer: torch.optim.Optimizer,
+    losses: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """θ' = θ − λ ∇_θ (1/B) Σ wⱼ ℓⱼ(θ), detached: one plain SGD step of the representation.
-    ``losses`` may pass ℓⱼ(θ) already computed (with graph) to save a forward pass."""
+    """θ' after the real optimizer's next step on (1/B) Σ wⱼ ℓⱼ(θ), detached; the optimizer's
+    momentum buffers are read, not changed. ``weights=None`` means w = 0: only momentum and
+    weight decay move θ. ``losses`` may pass ℓⱼ(θ) already computed (with graph)."""
     theta = model.coupled_params()
-    if losses is None:
-        with buffers_preserved(model):
-            losses = model.source_losses(batch)
-    grads = torch.autograd.grad((weights * losses).mean(), list(theta.values()), allow_unused=True)
-    return {
-        name: (p - inner_lr * g if g is not None else p).detach()
-        for (name, p), g in zip(theta.items(), grads)
-    }
+    if weights is None:
+        grads = [torch.zeros_like(p) for p in theta.values()]
+    else:
+        if losses is None:
+            with buffers_preserved(model):
+                losses = model.source_losses(batch)
+        grads = torch.autograd.grad((weights * losses).mean(), list(theta.values()), allow_unused=True)
+    settings = sgd_settings(model, optimizer)
+    params = dict(theta)
+    buffers = {name: settings[name][1] for name in theta}
+    sgd_step(params, dict(zip(theta, grads)), buffers, settings)
+    return {name: p.detach() for name, p in params.items()}
+
+
+def moves_without_gradient(settings) -> bool:
+    """Whether momentum or weight decay move parameters even when the weights are all 0."""
+    return any(group["weight_decay"] or (group["momentum"] and buffer is not None) for group, buffer in settings.values())
 
 
 def target_gradient(model: BilevelNet, target: Batch, theta: Params) -> dict[str, torch.Tensor]:
@@ -148,16 +159,20 @@ class OneStep(Hypergradient):
 
     def __call__(self, problem: HypergradientProblem) -> HypergradientResult:
         model, source = problem.model, problem.source
+        settings = sgd_settings(model, problem.optimizer)
         direction = None
         if self.options.at == "lookahead":
             with buffers_preserved(model):
                 losses = model.source_losses(source)
             current = problem.weight_fn(source, losses.detach())
-            if current is not None:  # with w = 0 the look-ahead point is θ itself
-                theta_next = lookahead_parameters(model, source, current, problem.inner_lr, losses)
+            # at w = 0 (no standing weights) plain SGD leaves θ' = θ: the current v is exact
+            if current is not None or moves_without_gradient(settings):
+                theta_next = lookahead_parameters(model, source, current, problem.optimizer, losses)
                 direction = target_gradient(model, problem.target, theta_next)
         if direction is None:
             direction = problem.current_target_gradient()
-        losses, dots = losses_and_directional_derivatives(model, source, direction)
-        grad = -(problem.inner_lr / len(source)) * dots
+        # dθ'/dwⱼ = −(c/B) ∇ℓⱼ, with c the step's scale of each parameter's gradient
+        scaled = {name: gradient_scale(settings, name) * v for name, v in direction.items()}
+        losses, dots = losses_and_directional_derivatives(model, source, scaled)
+        grad = -dots / len(source)
         return HypergradientResult(losses, [WeightGradient(source, losses.detach(), grad)])

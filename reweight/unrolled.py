@@ -31,7 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from reweight.data import Batch
 from reweight.errors import ConfigError
 from reweight.hypergrad import Hypergradient, HypergradientProblem, HypergradientResult, WeightGradient
-from reweight.models import BilevelNet, buffers_preserved
+from reweight.models import buffers_preserved
+from reweight.sgd import sgd_settings, sgd_step
 
 
 class UnrolledOptions(BaseModel):
@@ -44,39 +45,6 @@ def _weights_leaf(problem: HypergradientProblem, batch: Batch, losses: torch.Ten
     weights = problem.weight_fn(batch, losses.detach())
     weights = torch.zeros_like(losses) if weights is None else weights
     return weights.detach().to(losses.dtype).requires_grad_(True)
-
-
-def sgd_settings(model: BilevelNet, optimizer: torch.optim.Optimizer) -> dict[str, tuple[dict, torch.Tensor | None]]:
-    """For each inner parameter (by name): its optimizer group and current momentum buffer."""
-    if not isinstance(optimizer, torch.optim.SGD):
-        raise ConfigError(f"hypergrad: the unrolled method replays SGD, not {type(optimizer).__name__}")
-    names = {id(p): name for name, p in model.inner_params().items()}
-    settings = {}
-    for group in optimizer.param_groups:
-        if group.get("maximize"):
-            raise ConfigError("hypergrad: the unrolled method does not replay a maximising optimizer")
-        for p in group["params"]:
-            if id(p) in names:
-                settings[names[id(p)]] = (group, optimizer.state.get(p, {}).get("momentum_buffer"))
-    return settings
-
-
-def sgd_step(params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor | None],
-             buffers: dict[str, torch.Tensor | None], settings: dict[str, tuple[dict, object]]) -> None:
-    """One differentiable ``torch.optim.SGD`` step, written out; updates ``params`` and
-    ``buffers`` in place (the dicts, not the tensors)."""
-    for name, grad in grads.items():
-        if grad is None:
-            continue
-        group = settings[name][0]
-        if group["weight_decay"]:
-            grad = grad + group["weight_decay"] * params[name]
-        if group["momentum"]:
-            buffer = buffers.get(name)
-            buffer = grad if buffer is None else group["momentum"] * buffer + (1 - group["dampening"]) * grad
-            buffers[name] = buffer
-            grad = grad + group["momentum"] * buffer if group["nesterov"] else buffer
-        params[name] = params[name] - group["lr"] * grad
 
 
 class Unrolled(Hypergradient):

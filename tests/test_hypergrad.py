@@ -54,9 +54,9 @@ def target_loss_after_real_steps(model, data, optimizer, batches, weights_per_ba
         return model.target_loss(data.target.all()).item()
 
 
-def warmed_optimizer(model, data, lr, momentum, weight_decay, nesterov=False):
+def warmed_optimizer(model, data, lr, momentum, weight_decay, nesterov=False, dampening=0.0):
     """An inner optimizer that has already taken one step, so its momentum buffers are live."""
-    optimizer = inner_optimizer(model, lr, momentum, weight_decay, nesterov=nesterov)
+    optimizer = inner_optimizer(model, lr, momentum, weight_decay, nesterov=nesterov, dampening=dampening)
     model.source_losses(data.source.all()).mean().backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -82,17 +82,20 @@ def test_lookahead_matches_per_sample_gradients_and_finite_differences(seed, bat
     weights = random_weights(batch, seed)
     grad = one_step(model, data, weights, "lookahead").gradients[0].grad
 
-    v_next = target_gradient(model, data.target.all(), lookahead_parameters(model, source, weights, LR))
+    v_next = target_gradient(model, data.target.all(), lookahead_parameters(model, source, weights, inner_optimizer(model, LR)))
     torch.testing.assert_close(grad, -(LR / batch) * explicit_dots(model, source, v_next), rtol=1e-9, atol=1e-12)
 
-    optimizer = inner_optimizer(model, LR)
-    h, finite = 1e-5, torch.empty(batch, dtype=torch.float64)
-    for j in range(batch):
-        step = torch.zeros(batch, dtype=torch.float64)
-        step[j] = h
-        finite[j] = (target_loss_after_real_steps(model, data, optimizer, [source], [weights + step])
-                     - target_loss_after_real_steps(model, data, optimizer, [source], [weights - step])) / (2 * h)
-    torch.testing.assert_close(grad, finite, rtol=1e-5, atol=1e-9)
+    warmed_model = copy.deepcopy(model)  # and after the real optimizer has momentum and weight decay
+    for model, optimizer in ((model, inner_optimizer(model, LR)),
+                             (warmed_model, warmed_optimizer(warmed_model, data, LR, 0.9, 0.01))):
+        grad = OneStep(OneStepOptions(at="lookahead"))(make_problem(model, data, weights, optimizer)).gradients[0].grad
+        h, finite = 1e-5, torch.empty(batch, dtype=torch.float64)
+        for j in range(batch):
+            step = torch.zeros(batch, dtype=torch.float64)
+            step[j] = h
+            finite[j] = (target_loss_after_real_steps(model, data, optimizer, [source], [weights + step])
+                         - target_loss_after_real_steps(model, data, optimizer, [source], [weights - step])) / (2 * h)
+        torch.testing.assert_close(grad, finite, rtol=1e-5, atol=1e-9)
 
 
 def test_current_is_the_first_order_approximation_of_lookahead():
@@ -105,22 +108,39 @@ def test_current_is_the_first_order_approximation_of_lookahead():
     assert at_current.abs().max() > 0
 
 
-def test_lookahead_without_standing_weights_is_taken_at_theta():
-    """At w = 0 (Learning-to-Reweight) θ' = θ, so look-ahead and current are the same number."""
-    model, data = random_problem(4, n_source=6)
-    at_current = one_step(model, data, None, "current").gradients[0].grad
-    at_lookahead = one_step(model, data, None, "lookahead").gradients[0].grad
-    torch.testing.assert_close(at_current, at_lookahead, rtol=0, atol=0)
+@settings(max_examples=10, deadline=None)
+@given(seed=seeds, at=st.sampled_from(["current", "lookahead"]))
+def test_without_standing_weights_the_look_ahead_is_at_w_zero(seed, at):
+    """Learning-to-Reweight's hypergradient: finite differences around w = 0 of L_t after a
+    real optimizer step (with live momentum, where θ' ≠ θ even at w = 0)."""
+    model, data = random_problem(seed, n_source=5)
+    optimizer = warmed_optimizer(model, data, LR, 0.9, 0.01)
+    grad = OneStep(OneStepOptions(at=at))(make_problem(model, data, None, optimizer)).gradients[0].grad
+    source = data.source.all()
+    h, finite = 1e-5, torch.empty(5, dtype=torch.float64)
+    for j in range(5):
+        step = torch.zeros(5, dtype=torch.float64)
+        step[j] = h
+        finite[j] = (target_loss_after_real_steps(model, data, optimizer, [source], [step])
+                     - target_loss_after_real_steps(model, data, optimizer, [source], [-step])) / (2 * h)
+    if at == "lookahead":  # at w = 0 the step's weighted part vanishes, but momentum still moves θ
+        torch.testing.assert_close(grad, finite, rtol=1e-5, atol=1e-9)
+    assert grad.abs().max() > 0
 
 
 @settings(max_examples=20, deadline=None)
-@given(seed=seeds, batch=st.integers(1, 8))
-def test_unrolled_one_plain_sgd_step_equals_one_step_lookahead(seed, batch):
+@given(seed=seeds, batch=st.integers(1, 8), momentum=st.sampled_from([0.0, 0.9]),
+       weight_decay=st.sampled_from([0.0, 0.01]), nesterov=st.booleans(), dampening=st.sampled_from([0.0, 0.3]))
+def test_unrolled_one_step_equals_one_step_lookahead_for_any_sgd(seed, batch, momentum, weight_decay, nesterov,
+                                                                  dampening):
     model, data = random_problem(seed, n_source=batch)
     weights = random_weights(batch, seed)
-    expected = one_step(model, data, weights, "lookahead").gradients[0].grad
+    nesterov = nesterov and momentum > 0
+    dampening = 0.0 if nesterov else dampening
+    optimizer = warmed_optimizer(model, data, LR, momentum, weight_decay, nesterov, dampening)
+    expected = OneStep(OneStepOptions(at="lookahead"))(make_problem(model, data, weights, optimizer)).gradients[0].grad
     for backend in ("torch_func", "higher"):
-        result = unrolled(model, data, weights, inner_optimizer(model, LR), 1, backend)
+        result = unrolled(model, data, weights, optimizer, 1, backend)
         torch.testing.assert_close(result.gradients[0].grad, expected, rtol=1e-9, atol=1e-12)
 
 
@@ -148,12 +168,13 @@ def test_unrolled_backends_agree(seed, steps, momentum, weight_decay, nesterov):
 
 @settings(max_examples=10, deadline=None)
 @given(seed=seeds, steps=st.integers(1, 3), momentum=st.sampled_from([0.0, 0.9]),
-       weight_decay=st.sampled_from([0.0, 0.01]))
-def test_unrolled_matches_finite_differences_of_the_real_optimizer(seed, steps, momentum, weight_decay):
+       weight_decay=st.sampled_from([0.0, 0.01]), variant=st.sampled_from(["plain", "nesterov", "dampening"]))
+def test_unrolled_matches_finite_differences_of_the_real_optimizer(seed, steps, momentum, weight_decay, variant):
     """Perturb one weight in one of the K batches, replay K real torch.optim.SGD steps."""
     model, data = random_problem(seed, n_source=6)
     weights = random_weights(6, seed)
-    optimizer = warmed_optimizer(model, data, LR, momentum, weight_decay)
+    extra = {"nesterov": {"nesterov": True}, "dampening": {"dampening": 0.3}, "plain": {}}[variant] if momentum else {}
+    optimizer = warmed_optimizer(model, data, LR, momentum, weight_decay, **extra)
     result = unrolled(model, data, weights, optimizer, steps, "torch_func", batch_size=3)
     batches = [g.batch for g in result.gradients]
     base = [weights[b.index] for b in batches]
