@@ -13,7 +13,9 @@ CPU, the bytes of the tensors autograd saves for backward during one step (disti
 which is what an unrolled look-ahead accumulates.
 
     python benchmarks/hypergrad_cost.py benchmarks/synthetic_2d.yaml
-    python benchmarks/hypergrad_cost.py benchmarks/synthetic_2d.yaml --set model.hidden=[512,512] --set train.source_batch_size=256 --set train.target_batch_size=256
+    python benchmarks/hypergrad_cost.py benchmarks/synthetic_2d.yaml --set "model.hidden=[512,512]" \
+        --set train.source_batch_size=256 --set data.n_source=5000 \
+        --set train.target_batch_size=256 --set data.n_target=1000
 """
 
 from __future__ import annotations

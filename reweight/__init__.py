@@ -2,7 +2,7 @@
 
 from reweight.data import Batch, BilevelData, Split
 from reweight.granularity import Granularity, NoOptions
-from reweight.hypergrad import Hypergradient, HypergradientProblem
+from reweight.hypergrad import Hypergradient, HypergradientProblem, HypergradientResult, WeightGradient
 from reweight.models import BilevelNet
 from reweight.plugins import hookimpl
 from reweight.strategy import Strategy
@@ -16,9 +16,11 @@ __all__ = [
     "Granularity",
     "Hypergradient",
     "HypergradientProblem",
+    "HypergradientResult",
     "NoOptions",
     "Split",
     "Strategy",
+    "WeightGradient",
     "hookimpl",
     "__version__",
 ]

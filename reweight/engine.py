@@ -80,8 +80,8 @@ class Engine:
         with buffers_preserved(model):  # only the inner step's forward moves running statistics
             target_loss = model.target_loss(target)
         head = model.target_head_params()
-        head_grads = torch.autograd.grad(target_loss, head, retain_graph=strategy.needs_hypergradient,
-                                         allow_unused=True) if head else ()
+        keep = strategy.needs_hypergradient and self.hypergradient.uses_target_graph
+        head_grads = torch.autograd.grad(target_loss, head, retain_graph=keep, allow_unused=True) if head else ()
 
         if strategy.needs_hypergradient:
             problem = HypergradientProblem(

@@ -87,6 +87,9 @@ class Hypergradient(ABC):
     """Computes dL_t/dw for the source batches of a look-ahead."""
 
     Options: ClassVar[type[BaseModel]] = NoOptions
+    # whether the method may call ``problem.current_target_gradient()``; if not, the engine
+    # frees the target loss's graph right after the target head's gradient
+    uses_target_graph: ClassVar[bool] = True
 
     def __init__(self, options: BaseModel) -> None:
         self.options = options

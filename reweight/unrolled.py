@@ -5,9 +5,11 @@ The look-ahead replays what training is about to do: the K source batches are th
 and the next K−1 the sampler will draw (peeked, not consumed), and each step is the real inner
 optimizer's update, SGD with its momentum, dampening, Nesterov flag, weight decay and current
 momentum buffers. θ and φˢ are both unrolled (φˢ shapes θ's later gradients); φᵗ is held fixed.
-The result is dL_t(θ_K)/dw for every example of every batch, so the strategy receives the exact
-total derivative for its hyper-parameters through the weights, with each weight's own inputs
-(its example's loss, for a weight network) held constant, as Meta-Weight-Net does.
+The result is dL_t(θ_K)/dw for every example of every batch: exact for K inner steps with φᵗ,
+and the weights the strategy had in force when the look-ahead began, held fixed (training
+moves φᵗ every step and updates the strategy before later batches; the look-ahead does not
+model either). Each weight's own inputs (its example's loss, for a weight network) are
+constants, as in Meta-Weight-Net.
 
 Two backends compute the same thing:
 
@@ -51,6 +53,7 @@ class Unrolled(Hypergradient):
     """Exact hypergradient through K real inner optimizer steps."""
 
     Options = UnrolledOptions
+    uses_target_graph = False
 
     def __init__(self, options: UnrolledOptions) -> None:
         super().__init__(options)

@@ -36,6 +36,5 @@ def test_guide_strategies_train(name, method):
     strategy = cls(cls.Options(), PerSample(NoOptions(), data.source), torch.device("cpu"))
     engine = Engine(model, strategy, method, data, TrainSettings(source_batch_size=4), seed=0)
     before = {k: v.clone() for k, v in strategy.state_dict().items()}
-    metrics = engine.fit(6, eval_every=3)
-    assert metrics["test_accuracy"] >= 0
+    engine.fit(6, eval_every=3)
     assert any(not torch.equal(before[k], v) for k, v in strategy.state_dict().items())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
@@ -148,3 +149,13 @@ def test_substituted_parameters_leave_a_shared_head_model_intact():
     assert changed.item() != model.target_loss(data.target.all()).item()  # the substitution reached the head
     after = list(model.parameters())
     assert len(after) == len(before) and all(a is b for a, b in zip(after, before))
+
+
+def test_a_shared_head_needs_one_label_space():
+    from reweight.errors import ConfigError
+    from reweight.models import MLPOptions, build_mlp
+
+    _, data = random_problem(0, classes=3)
+    data.target_classes = 2
+    with pytest.raises(ConfigError, match="model.shared_head"):
+        build_mlp(MLPOptions(shared_head=True), data)

@@ -4,11 +4,15 @@ against central finite differences of the target loss after the real optimizer's
 from __future__ import annotations
 
 import copy
+import sys
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reweight.data import BatchSampler
+from reweight.errors import ConfigError
 from reweight.hypergrad import OneStep, OneStepOptions, lookahead_parameters, target_gradient
 from reweight.unrolled import Unrolled, UnrolledOptions
 from tests.conftest import inner_optimizer, make_problem, random_problem
@@ -192,14 +196,31 @@ def test_unrolled_matches_finite_differences_of_the_real_optimizer(seed, steps, 
 
 
 def test_unrolled_replays_the_batches_training_will_draw_next():
-    model, data = random_problem(1, n_source=12)
-    problem = make_problem(model, data, random_weights(12, 1), inner_optimizer(model, LR), batch_size=4)
-    result = Unrolled(UnrolledOptions(steps=3))(problem)
-    sampler_copy = make_problem(model, data, None, inner_optimizer(model, LR), batch_size=4)
-    expected = [sampler_copy.source, *sampler_copy.upcoming(2)]
-    for gradient, batch in zip(result.gradients, expected):
+    """The look-ahead's batches are those the sampler then really draws, across an epoch end."""
+    model, data = random_problem(1, n_source=10)
+    problem = make_problem(model, data, random_weights(10, 1), inner_optimizer(model, LR), batch_size=4)
+    result = Unrolled(UnrolledOptions(steps=4))(problem)  # 4 batches of 4 from 10 examples: two epochs
+    sampler = BatchSampler(data.source, 4, 0)  # the sampler make_problem uses, replayed
+    drawn = [sampler.next() for _ in range(4)]
+    for gradient, batch in zip(result.gradients, drawn):
         assert torch.equal(gradient.batch.index, batch.index)
-    assert torch.equal(problem.upcoming(1)[0].index, expected[1].index)  # peeking consumed nothing
+    assert torch.equal(problem.upcoming(1)[0].index, drawn[1].index)  # peeking consumed nothing
+
+
+def test_look_aheads_reject_optimizers_they_cannot_replay():
+    model, data = random_problem(2)
+    adam = torch.optim.Adam(list(model.inner_params().values()))
+    maximising = inner_optimizer(model, LR, maximize=True)
+    for optimizer, message in ((adam, "replay SGD, not Adam"), (maximising, "maximising")):
+        for method in (OneStep(OneStepOptions()), Unrolled(UnrolledOptions())):
+            with pytest.raises(ConfigError, match=message):
+                method(make_problem(model, data, None, optimizer))
+
+
+def test_missing_higher_is_a_config_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "higher", None)  # makes `import higher` fail
+    with pytest.raises(ConfigError, match="'higher' is not installed"):
+        Unrolled(UnrolledOptions(backend="higher"))
 
 
 def test_no_parameter_gradient_is_left_behind():

@@ -6,7 +6,8 @@ taken at w = 0, clipped at zero and normalised over the batch,
 
     w̃ⱼ = max(−dL_t/dwⱼ, 0) / Σₖ max(−dL_t/dwₖ, 0),
 
-with uniform weights when every entry is zero. The engine's inner loss is the batch *mean* of
+with uniform weights when every entry is zero. (Ren et al. take no step at all in that case;
+a uniform step keeps training moving, and is what we chose.) The engine's inner loss is the batch *mean* of
 wⱼℓⱼ, so the weights it receives are B·w̃ⱼ, which makes the inner loss Ren et al.'s Σ w̃ⱼ ℓⱼ.
 Because there are no standing weights, the look-ahead is taken at w = 0, where θ' = θ: the
 one-step method's ``current`` and ``lookahead`` coincide, as in the paper. With a granularity
@@ -33,7 +34,7 @@ class LearningToReweight(Strategy):
         raw = (-sums).clamp_min(0)[inverse]
         total = raw.sum()
         uniform = torch.full_like(raw, 1.0 / len(raw))
-        helps = total > 0  # a tensor, so no host sync on a GPU
+        helps = total > 0
         normalised = torch.where(helps, raw / torch.where(helps, total, 1.0), uniform)
         return normalised * len(raw)
 

@@ -61,7 +61,7 @@ class MetaWeightNet(Strategy):
         """Each example's input to V: its slot's mean loss within the batch (its own loss per-sample)."""
         losses = losses.detach().to(next(self.net.parameters()).dtype)
         sums, inverse = self.granularity.batch_slot_sums(batch, losses)
-        counts, _ = self.granularity.batch_slot_sums(batch, torch.ones_like(losses))
+        counts = torch.bincount(inverse, minlength=len(sums)).to(losses.dtype)
         return (sums / counts)[inverse].unsqueeze(1)
 
     def _weights(self, batch, losses):

@@ -4,7 +4,7 @@ One weight αᵢ ∈ [0, 1] per granularity slot, initialised at ``init``. Just 
 parameter step that uses them, the weights of the batch's slots take one projected gradient
 step on the target loss:
 
-    α ← clip_[lower, upper](α − λ_α · dL_t/dα),   dL_t/dα = −(λ_p/B) Qᵀ ∇_θ L_t,
+    α ← clip_[lower, upper](α − λ_α · dL_t/dα),   dL_t/dαⱼ = −(λ_p/B) ∇_θ ℓⱼ · ∇_θ L_t,
 
 so each example's weight grows with the agreement between its own loss gradient and the
 target loss gradient. A slot shared by several examples (per-group, per-task), or met in
