@@ -104,14 +104,52 @@ def buffers_preserved(module: nn.Module) -> Iterator[None]:
             setattr(sub, name, buffer)
 
 
+class InputScale(nn.Module):
+    """The first layer of an image representation: uint8 pixels to standardised floats, on the
+    device where the whole data set lives. ``mean`` and ``std`` (per channel, on the 0-1 scale,
+    shaped to broadcast) are buffers, not parameters, so θ is only the learnable layers."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("std", std.float())
+
+    @classmethod
+    def fit(cls, x: torch.Tensor, chunk: int = 8192) -> InputScale:
+        """Per-channel mean and std of images N×C×H×W (per feature for N×D inputs)."""
+        dims = [0, 2, 3] if x.dim() == 4 else [0]
+        total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+        squares = torch.zeros_like(total)
+        for part in x.split(chunk):
+            part = part.double() / 255 if part.dtype == torch.uint8 else part.double()
+            total += part.sum(dims)
+            squares += (part * part).sum(dims)
+        count = x.numel() // x.shape[1]
+        mean = total / count
+        std = (squares / count - mean * mean).clamp_min(0).sqrt().clamp_min(1e-3)
+        shape = (1, -1, 1, 1) if x.dim() == 4 else (1, -1)
+        return cls(mean.reshape(shape), std.reshape(shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:
+            x = x.float() / 255
+        return (x - self.mean) / self.std
+
+
+def input_layers(data: BilevelData) -> list[nn.Module]:
+    """``[InputScale]`` for uint8 images, nothing for inputs that are already floats."""
+    return [InputScale.fit(data.source.x)] if data.source.x.dtype == torch.uint8 else []
+
+
 class MLPOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     hidden: list[PositiveInt] = Field(default=[32, 32], min_length=1, description="Widths of the representation's layers.")
 
 
 def build_mlp(options: MLPOptions, data: BilevelData) -> BilevelNet:
-    """A tanh MLP on flat inputs: the representation is every hidden layer, heads are linear."""
-    layers: list[nn.Module] = [nn.Flatten()]
+    """A tanh MLP on flat inputs: the representation is every hidden layer, heads are linear.
+    uint8 images are scaled and standardised first (``InputScale``)."""
+    layers: list[nn.Module] = [*input_layers(data), nn.Flatten()]
     width = data.source.x[0].numel()
     for hidden in options.hidden:
         layers += [nn.Linear(width, hidden), nn.Tanh()]
