@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import nn
 
 from reweight.data import BilevelData
-from reweight.models import BilevelNet, input_layers
+from reweight.models import BilevelNet, build_heads, input_layers
 
 
 def _flat_size(layers: nn.Sequential, example: torch.Tensor) -> int:
@@ -29,15 +29,12 @@ def _flat_size(layers: nn.Sequential, example: torch.Tensor) -> int:
         return layers(example[:1].to(torch.float32)).shape[1]
 
 
-def _heads(representation: nn.Sequential, width: int, data: BilevelData) -> BilevelNet:
-    return BilevelNet(representation, nn.Linear(width, data.source_classes), nn.Linear(width, data.target_classes))
-
-
 class DigitsOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     channels: list[PositiveInt] = Field(default=[32, 48], min_length=2, max_length=2,
                                         description="Channels of the two 5×5 conv layers.")
     hidden: list[PositiveInt] = Field(default=[100, 100], min_length=1, description="Widths of the fully connected layers.")
+    shared_head: bool = Field(False, description="One head for source and target (same label space).")
 
 
 def build_digits(options: DigitsOptions, data: BilevelData) -> BilevelNet:
@@ -53,12 +50,13 @@ def build_digits(options: DigitsOptions, data: BilevelData) -> BilevelNet:
     for hidden in options.hidden:
         fully += [nn.Linear(width, hidden), nn.ReLU()]
         width = hidden
-    return _heads(nn.Sequential(*input_layers(data), *convs, *fully), width, data)
+    return build_heads(nn.Sequential(*input_layers(data), *convs, *fully), width, data, options.shared_head)
 
 
 class CifarQuickOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     fc: PositiveInt = Field(64, description="Width of the fully connected layer before the classifier.")
+    shared_head: bool = Field(False, description="One head for source and target (same label space).")
 
 
 def build_cifar10_quick(options: CifarQuickOptions, data: BilevelData) -> BilevelNet:
@@ -70,4 +68,5 @@ def build_cifar10_quick(options: CifarQuickOptions, data: BilevelData) -> Bileve
         nn.Flatten(),
     )
     width = _flat_size(convs, data.source.x)
-    return _heads(nn.Sequential(*input_layers(data), *convs, nn.Linear(width, options.fc)), options.fc, data)
+    return build_heads(nn.Sequential(*input_layers(data), *convs, nn.Linear(width, options.fc)), options.fc, data,
+                       options.shared_head)

@@ -68,7 +68,7 @@ class BilevelNet(nn.Module):
     def logits(self, x: torch.Tensor, head: str, params: Params | None = None) -> torch.Tensor:
         if params is None:
             return self(x, head)
-        return functional_call(self, dict(params), (x, head))
+        return functional_call(self, dict(params), (x, head), tie_weights=False)  # a shared head is one module anyway
 
     def source_losses(self, batch: Batch, params: Params | None = None) -> torch.Tensor:
         """Per-example source losses ℓⱼ, optionally with some parameters replaced by ``params``."""
@@ -141,9 +141,25 @@ def input_layers(data: BilevelData) -> list[nn.Module]:
     return [InputScale.fit(data.source.x)] if data.source.x.dtype == torch.uint8 else []
 
 
+def build_heads(representation: nn.Module, width: int, data: BilevelData, shared: bool = False) -> BilevelNet:
+    """Linear source and target heads on a ``width``-wide representation. ``shared``: one head
+    serves both (source and target must have the same label space): the target set then trains
+    the classifier the source trains, and ∇_θ L_t is taken through it."""
+    source_head = nn.Linear(width, data.source_classes)
+    if not shared:
+        return BilevelNet(representation, source_head, nn.Linear(width, data.target_classes))
+    if data.source_classes != data.target_classes or data.source_tasks:
+        from reweight.errors import ConfigError
+
+        raise ConfigError(f"model.shared_head: the source has {data.source_classes} classes and the target "
+                          f"{data.target_classes}; one head needs one label space")
+    return BilevelNet(representation, source_head, source_head)
+
+
 class MLPOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     hidden: list[PositiveInt] = Field(default=[32, 32], min_length=1, description="Widths of the representation's layers.")
+    shared_head: bool = Field(False, description="One head for source and target (same label space).")
 
 
 def build_mlp(options: MLPOptions, data: BilevelData) -> BilevelNet:
@@ -154,4 +170,4 @@ def build_mlp(options: MLPOptions, data: BilevelData) -> BilevelNet:
     for hidden in options.hidden:
         layers += [nn.Linear(width, hidden), nn.Tanh()]
         width = hidden
-    return BilevelNet(nn.Sequential(*layers), nn.Linear(width, data.source_classes), nn.Linear(width, data.target_classes))
+    return build_heads(nn.Sequential(*layers), width, data, options.shared_head)
