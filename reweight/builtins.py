@@ -1,5 +1,7 @@
 """The core's own components, registered through the same hooks as any plugin."""
 
+from reweight.convnets import CifarQuickOptions, DigitsOptions, build_cifar10_quick, build_digits
+from reweight.datasets.vision import NoisyLabelsOptions, TransferOptions, build_noisy_labels, build_transfer
 from reweight.granularity import PerSample
 from reweight.groups import PerGroup, PerTask
 from reweight.hypergrad import OneStep
@@ -31,8 +33,12 @@ def register_datasets(register):
     register("synthetic_annotators", build_synthetic_annotators, options=AnnotatorsOptions)
     register("synthetic_task", build_synthetic_task, options=SyntheticTaskOptions)
     register("tasks", build_tasks, options=TasksOptions)
+    register("noisy_labels", build_noisy_labels, options=NoisyLabelsOptions)
+    register("transfer", build_transfer, options=TransferOptions)
 
 
 @hookimpl
 def register_models(register):
     register("mlp", build_mlp, options=MLPOptions)
+    register("digits", build_digits, options=DigitsOptions)
+    register("cifar10_quick", build_cifar10_quick, options=CifarQuickOptions)

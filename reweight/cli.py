@@ -1,4 +1,4 @@
-"""``reweight`` command line: run experiments, list plugins.
+"""``reweight`` command line: run experiments, list plugins, fetch image sets.
 
 User errors (bad config, missing data, unreachable tracking store) print one line and exit
 with code 2; ``--debug`` shows the traceback instead.
@@ -46,6 +46,26 @@ def command_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_data_download(args: argparse.Namespace) -> int:
+    from reweight.datasets.catalog import resolve_data_root
+    from reweight.datasets.download import download
+
+    print(download(args.name, resolve_data_root(args.root)))
+    return 0
+
+
+def command_data_list(args: argparse.Namespace) -> int:
+    from reweight.datasets.catalog import resolve_data_root
+    from reweight.datasets.download import describe
+
+    root = resolve_data_root(args.root)
+    table = Table("name", "folder", "status", title=f"data root: {root}")
+    for row in describe(root):
+        table.add_row(*row)
+    Console(highlight=False).print(table)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     from reweight import __version__
 
@@ -61,6 +81,17 @@ def parser() -> argparse.ArgumentParser:
         help="override a config field, e.g. --set train.steps=100 --set strategy.name=uniform (repeatable)",
     )
     run.set_defaults(handler=command_run)
+
+    data = commands.add_parser("data", help="image sets: where their files go, download them")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    root_help = "the data root (default: $REWEIGHT_DATA_ROOT, else ~/.cache/reweight/data)"
+    fetch = data_commands.add_parser("download", help="download an image set with torchvision (the vision extra)")
+    fetch.add_argument("name", help="mnist, fashion_mnist, svhn, cifar10 (cifar10_jpeg: placed by hand)")
+    fetch.add_argument("--root", help=root_help)
+    fetch.set_defaults(handler=command_data_download)
+    listing = data_commands.add_parser("list", help="the known image sets, their folders, and whether they are there")
+    listing.add_argument("--root", help=root_help)
+    listing.set_defaults(handler=command_data_list)
 
     plugins = commands.add_parser("plugins", help="list installed strategies, granularities, methods, data sets and models")
     plugins.set_defaults(handler=command_plugins)

@@ -11,6 +11,9 @@ One step, following SOSELETO's order:
    (updated *before* the step that uses them);
 4. weighted inner step on θ and φˢ with (1/B) Σ wⱼ ℓⱼ;
 5. target-head step on φᵗ.
+
+A strategy may also let the target loss train θ directly (``representation_target_weight``,
+0 for the bilevel methods); the baselines use it for joint, target-only and fine-tuned training.
 """
 
 from __future__ import annotations
@@ -61,9 +64,8 @@ class Engine:
         self.inner_optimizer = torch.optim.SGD(
             inner, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
         )
-        head = model.target_head_params()
-        self.target_optimizer = (
-            torch.optim.SGD(head, lr=settings.target_lr, momentum=settings.momentum) if head else None
+        self.target_optimizer = torch.optim.SGD(
+            model.target_head.parameters(), lr=settings.target_lr, momentum=settings.momentum
         )
         self.source_sampler = BatchSampler(data.source, settings.source_batch_size, seed)
         self.target_sampler = BatchSampler(data.target, settings.target_batch_size, seed + 1)
@@ -76,12 +78,16 @@ class Engine:
         model, strategy = self.model, self.strategy
         source, target = self.source_sampler.next(), self.target_sampler.next()
         model.train()
+        strategy.begin_step(self.step_count)
+        direct = strategy.representation_target_weight()
 
         with buffers_preserved(model):  # only the inner step's forward moves running statistics
             target_loss = model.target_loss(target)
-        head = model.target_head_params()
+        head = list(model.target_head.parameters())
+        theta = list(model.representation.parameters()) if direct else []
         keep = strategy.needs_hypergradient and self.hypergradient.uses_target_graph
-        head_grads = torch.autograd.grad(target_loss, head, retain_graph=keep, allow_unused=True) if head else ()
+        grads = torch.autograd.grad(target_loss, head + theta, retain_graph=keep, allow_unused=True)
+        head_grads, theta_grads = grads[: len(head)], grads[len(head):]
 
         if strategy.needs_hypergradient:
             problem = HypergradientProblem(
@@ -98,12 +104,14 @@ class Engine:
         source_loss = (weights * losses).mean()
         self.inner_optimizer.zero_grad(set_to_none=True)
         source_loss.backward()
+        for p, g in zip(theta, theta_grads):  # the target loss's direct share of θ's step, if any
+            if g is not None:
+                p.grad = direct * g if p.grad is None else p.grad.add_(g, alpha=direct)
         self.inner_optimizer.step()
 
-        if self.target_optimizer is not None:
-            for p, g in zip(head, head_grads):
-                p.grad = None if g is None else g.detach()
-            self.target_optimizer.step()
+        for p, g in zip(head, head_grads):
+            p.grad = None if g is None else g.detach()
+        self.target_optimizer.step()
 
         self.last_weights[source.index] = weights.to(self.last_weights.dtype)
         self.step_count += 1

@@ -32,7 +32,7 @@ class BilevelNet(nn.Module):
 
     def __init__(self, representation: nn.Module, source_head: nn.Module, target_head: nn.Module | None = None) -> None:
         """``target_head=None`` shares the source head: one classifier for source and target
-        (same label space), as Learning-to-Reweight and Meta-Weight-Net have it."""
+        (one label space), as in Learning-to-Reweight and Meta-Weight-Net."""
         super().__init__()
         self.representation = representation
         self.source_head = source_head
@@ -77,11 +77,6 @@ class BilevelNet(nn.Module):
         flows: θ, plus φˢ when the heads are shared."""
         return self.inner_params() if self.shares_head else self.representation_params()
 
-    def target_head_params(self) -> list[torch.Tensor]:
-        """φᵗ, which the target loss trains directly; empty when the head is shared, and then
-        the target set trains only the weights."""
-        return [] if self.shares_head else list(self.target_head.parameters())
-
     def logits(self, x: torch.Tensor, head: str, params: Params | None = None) -> torch.Tensor:
         if params is None:
             return self(x, head)
@@ -124,6 +119,58 @@ def buffers_preserved(module: nn.Module) -> Iterator[None]:
             setattr(sub, name, buffer)
 
 
+class InputScale(nn.Module):
+    """The first layer of an image representation: uint8 pixels to standardised floats, on the
+    device where the whole data set lives. ``mean`` and ``std`` (per channel, on the 0-1 scale,
+    shaped to broadcast) are buffers, not parameters, so θ is only the learnable layers."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("std", std.float())
+
+    @classmethod
+    def fit(cls, x: torch.Tensor, chunk: int = 8192) -> InputScale:
+        """Per-channel mean and std of images N×C×H×W (per feature for N×D inputs)."""
+        dims = [0, 2, 3] if x.dim() == 4 else [0]
+        total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+        squares = torch.zeros_like(total)
+        for part in x.split(chunk):
+            part = part.double() / 255 if part.dtype == torch.uint8 else part.double()
+            total += part.sum(dims)
+            squares += (part * part).sum(dims)
+        count = x.numel() // x.shape[1]
+        mean = total / count
+        std = (squares / count - mean * mean).clamp_min(0).sqrt().clamp_min(1e-3)
+        shape = (1, -1, 1, 1) if x.dim() == 4 else (1, -1)
+        return cls(mean.reshape(shape), std.reshape(shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:
+            x = x.float() / 255
+        return (x - self.mean) / self.std
+
+
+def input_layers(data: BilevelData) -> list[nn.Module]:
+    """``[InputScale]`` for uint8 images, nothing for inputs that are already floats."""
+    return [InputScale.fit(data.source.x)] if data.source.x.dtype == torch.uint8 else []
+
+
+def build_heads(representation: nn.Module, width: int, data: BilevelData, shared: bool = False) -> BilevelNet:
+    """Linear source and target heads on a ``width``-wide representation. ``shared``: one head
+    serves both (source and target must have one label space): the target loss then trains the
+    classifier the source trains, and hypergradients flow through it as well as θ."""
+    source_head = nn.Linear(width, data.source_classes)
+    if not shared:
+        return BilevelNet(representation, source_head, nn.Linear(width, data.target_classes))
+    if data.source_classes != data.target_classes or data.source_tasks:
+        raise ConfigError(
+            f"model.shared_head: the source has {data.source_classes} classes and the target "
+            f"{data.target_classes}; one head needs one label space"
+        )
+    return BilevelNet(representation, source_head)
+
+
 class MLPOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     hidden: list[PositiveInt] = Field(default=[32, 32], min_length=1, description="Widths of the representation's layers.")
@@ -131,22 +178,11 @@ class MLPOptions(BaseModel):
 
 
 def build_mlp(options: MLPOptions, data: BilevelData) -> BilevelNet:
-    """A tanh MLP on flat inputs: the representation is every hidden layer, heads are linear."""
-    if options.shared_head:
-        check_shared_head(data)
-    layers: list[nn.Module] = [nn.Flatten()]
+    """A tanh MLP on flat inputs: the representation is every hidden layer, heads are linear.
+    uint8 images are scaled and standardised first (``InputScale``)."""
+    layers: list[nn.Module] = [*input_layers(data), nn.Flatten()]
     width = data.source.x[0].numel()
     for hidden in options.hidden:
         layers += [nn.Linear(width, hidden), nn.Tanh()]
         width = hidden
-    source_head = nn.Linear(width, data.source_classes)
-    return BilevelNet(nn.Sequential(*layers), source_head, None if options.shared_head else nn.Linear(width, data.target_classes))
-
-
-def check_shared_head(data: BilevelData) -> None:
-    """A shared head needs one label space for source and target."""
-    if data.source_classes != data.target_classes or len(getattr(data, "source_tasks", None) or []) > 1:
-        raise ConfigError(
-            f"model.shared_head: source ({data.source_classes} classes) and target ({data.target_classes}) "
-            "need the same single label space"
-        )
+    return build_heads(nn.Sequential(*layers), width, data, options.shared_head)

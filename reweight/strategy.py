@@ -42,6 +42,16 @@ class Strategy(ABC):
         """The weights currently in force for ``batch`` (no gradient), or ``None`` if the
         strategy has no weights outside an update (e.g. per-batch strategies)."""
 
+    def begin_step(self, step: int) -> None:
+        """Called by the engine before each step (0, 1, ...), for strategies with a schedule."""
+
+    def representation_target_weight(self) -> float:
+        """How strongly the target loss trains θ directly in this step: the inner step then
+        descends (1/B) Σⱼ wⱼ ℓⱼ + c · L_t in θ. 0 (the default) is the bilevel rule — target
+        data reach θ only through the weights; baselines such as joint training, target-only
+        training and fine-tuning set it to 1."""
+        return 0.0
+
     def update(self, gradients: Sequence[WeightGradient]) -> torch.Tensor:
         """Apply dL_t/dw of each look-ahead batch and return the weights for the inner step on
         ``gradients[0].batch``."""

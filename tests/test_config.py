@@ -27,7 +27,7 @@ def test_defaults_fill_in():
         ({"train": {"stepz": 3}}, "train.stepz: unknown field"),
         ({"strategy": {"name": "soseleto", "lr": 0}}, "strategy.lr: Input should be greater than 0"),
         ({"strategy": {"name": "soseleto", "bogus": 1}}, "strategy.bogus: unknown field"),
-        ({"strategy": "nope"}, "strategy.name: unknown strategy 'nope' (installed: learning_to_reweight, meta_weight_net, soseleto, uniform"),
+        ({"strategy": "nope"}, "strategy.name: unknown strategy 'nope' (installed: fine_tune, joint, learning_to_reweight, meta_weight_net, soseleto, source_only, target_only, uniform"),
         ({"data": {"name": "synthetic_2d", "noise_rate": 1.5}}, "data.noise_rate: Input should be less than or equal to 1"),
         ({"train": {"steps": "many"}}, "train.steps: Input should be a valid integer"),
         ({"seeds": 0}, "seeds: Value error, a seed count must be between 1 and 10000"),

@@ -1,0 +1,202 @@
+"""Real-data layer on generated fixtures in each file format: readers, damaged and missing
+files, label noise and per-class sampling (properties), data-set plugins, conv models with
+every hypergradient method, and the baselines' effect on θ."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reweight.datasets import transforms
+from reweight.datasets.catalog import load_split
+from reweight.datasets.files import read_idx
+from reweight.datasets.vision import NoisyLabelsOptions, TransferOptions, build_noisy_labels, build_transfer
+from reweight.errors import DataError
+from tests import datafiles
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return datafiles.write_data_root(tmp_path_factory.mktemp("data"))
+
+
+# --- readers -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_reader_round_trips(tmp_path, gz):
+    written = datafiles.write_idx_set(tmp_path / "MNIST" / "raw", gz=gz)
+    for split, (x, y) in written.items():
+        got_x, got_y = load_split("mnist", split, tmp_path)
+        assert got_x.dtype == torch.uint8 and got_x.shape == (len(y), 1, 28, 28)
+        assert np.array_equal(got_x[:, 0].numpy(), x) and np.array_equal(got_y.numpy(), y)
+
+
+def test_svhn_reader_maps_label_10_to_0_and_keeps_pixels(tmp_path):
+    written = datafiles.write_svhn(tmp_path / "svhn")
+    x, y = load_split("svhn", "train", tmp_path)
+    assert x.shape == (120, 3, 32, 32) and set(y.tolist()) == set(range(10))
+    assert np.array_equal(x.numpy(), written["train"][0]) and np.array_equal(y.numpy(), written["train"][1])
+
+
+def test_cifar_python_reader_concatenates_batches(tmp_path):
+    written = datafiles.write_cifar(tmp_path / "cifar-10-batches-py")
+    for split in ("train", "test"):
+        x, y = load_split("cifar10", split, tmp_path)
+        assert np.array_equal(x.numpy(), written[split][0]) and np.array_equal(y.numpy(), written[split][1])
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32), (28, 28)], ids=["rgb", "gray"])
+def test_parquet_reader_hugging_face_layout(tmp_path, shape):
+    files = {"train": "plain_text/train-00000-of-00001.parquet", "test": "plain_text/test-00000-of-00001.parquet"}
+    written = datafiles.write_parquet(tmp_path / "export", shape=shape, files=files)
+    x, y = load_split("parquet", "train", tmp_path, folder="export")
+    expected = written["train"][0] if len(shape) == 3 else written["train"][0][:, None]
+    assert np.array_equal(x.numpy(), expected) and np.array_equal(y.numpy(), written["train"][1])
+
+
+def damage(path, how):
+    raw = path.read_bytes()
+    path.write_bytes({"truncate": raw[: len(raw) // 2], "garbage": b"not a data file at all" * 10}[how])
+
+
+@pytest.mark.parametrize("how", ["truncate", "garbage"])
+@pytest.mark.parametrize(("name", "folder", "file"), [
+    ("mnist", "MNIST/raw", "train-images-idx3-ubyte.gz"),
+    ("fashion_mnist", "FashionMNIST/raw", "train-labels-idx1-ubyte"),
+    ("svhn", "svhn", "train_32x32.mat"),
+    ("cifar10", "cifar-10-batches-py", "data_batch_3"),
+    ("cifar10_jpeg", "cifar10-jpeg", "train.parquet"),
+])
+def test_damaged_file_is_a_data_error_naming_it(tmp_path, name, folder, file, how):
+    datafiles.write_data_root(tmp_path)
+    damage(tmp_path / folder / file, how)
+    with pytest.raises(DataError) as caught:
+        load_split(name, "train", tmp_path)
+    message = str(caught.value)
+    assert message.startswith(str(tmp_path / folder / file)) and "\n" not in message
+
+
+def test_idx_declared_size_must_match(tmp_path):
+    path = tmp_path / "x-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(datafiles.idx_bytes(np.zeros((4, 5, 5), np.uint8)) + b"\0"))
+    with pytest.raises(DataError, match="header declares"):
+        read_idx(path, "hint")
+
+
+@pytest.mark.parametrize(("name", "missing", "how"), [
+    ("mnist", "MNIST/raw/train-images-idx3-ubyte.gz", "reweight data download mnist"),
+    ("svhn", "svhn/train_32x32.mat", "reweight data download svhn"),
+    ("cifar10", "cifar-10-batches-py/data_batch_1", "reweight data download cifar10"),
+    ("cifar10_jpeg", "cifar10-jpeg/train*.parquet", "no automatic download"),
+])
+def test_missing_file_names_it_and_how_to_get_it(tmp_path, name, missing, how):
+    with pytest.raises(DataError) as caught:
+        load_split(name, "train", tmp_path)
+    assert str(caught.value).startswith(f"{tmp_path / missing}: missing;") and how in str(caught.value)
+
+
+# --- transformations (properties) --------------------------------------------------------
+
+labels = st.integers(2, 12).flatmap(lambda c: st.tuples(st.just(c), st.lists(st.integers(0, c - 1), min_size=1, max_size=300)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(labels, st.floats(0, 1), st.sampled_from(["uniform", "pair"]), st.integers(0, 10_000))
+def test_noise_has_the_exact_rate_and_marks_exactly_the_changed_labels(classes_and_y, rate, kind, seed):
+    classes, y = classes_and_y
+    y = torch.tensor(y)
+    noisy, corrupted = transforms.corrupt_labels(y, rate, classes, kind, torch.Generator().manual_seed(seed))
+    assert int(corrupted.sum()) == round(rate * len(y))
+    assert torch.equal(corrupted, noisy != y)
+    assert int(noisy.min()) >= 0 and int(noisy.max()) < classes
+    if kind == "pair":
+        assert torch.equal(noisy[corrupted], (y[corrupted] + 1) % classes)
+    again = transforms.corrupt_labels(y, rate, classes, kind, torch.Generator().manual_seed(seed))
+    assert torch.equal(again[0], noisy)
+
+
+def test_uniform_noise_spreads_over_the_other_classes():
+    y = torch.zeros(20_000, dtype=torch.long)
+    noisy, _ = transforms.corrupt_labels(y, 1.0, 5, "uniform", torch.Generator().manual_seed(0))
+    share = torch.bincount(noisy, minlength=5)[1:] / 20_000
+    assert torch.allclose(share, torch.full((4,), 0.25), atol=0.02)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 8), st.integers(1, 6), st.integers(0, 5), st.integers(0, 10_000))
+def test_per_class_sampling_is_balanced_distinct_and_reproducible(classes, n, extra, seed):
+    counts = torch.randint(n, n + extra + 1, (classes,), generator=torch.Generator().manual_seed(seed))
+    y = torch.repeat_interleave(torch.arange(classes), counts)
+    y = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(seed + 1))]
+    chosen = transforms.per_class_indices(y, n, classes, torch.Generator().manual_seed(seed))
+    assert len(set(chosen.tolist())) == len(chosen) == n * classes
+    assert torch.equal(torch.bincount(y[chosen], minlength=classes), torch.full((classes,), n))
+    assert torch.equal(chosen, transforms.per_class_indices(y, n, classes, torch.Generator().manual_seed(seed)))
+
+
+def test_per_class_sampling_depends_on_the_seed_and_rejects_small_classes():
+    y = torch.arange(1000) % 10
+    a = transforms.per_class_indices(y, 5, 10, torch.Generator().manual_seed(0))
+    b = transforms.per_class_indices(y, 5, 10, torch.Generator().manual_seed(1))
+    assert not torch.equal(a, b)
+    with pytest.raises(ValueError, match="class 0 has 100 examples"):
+        transforms.per_class_indices(y, 101, 10, torch.Generator())
+
+
+def test_class_subset_relabels_in_the_given_order():
+    x = torch.arange(10)[:, None]
+    x_kept, y_kept = transforms.select_classes(x, torch.arange(10), [7, 5, 6])
+    assert x_kept.flatten().tolist() == [5, 6, 7] and y_kept.tolist() == [1, 2, 0]
+
+
+def test_grayscale_and_resize_keep_a_flat_image_flat():
+    x = torch.full((3, 3, 32, 32), 77, dtype=torch.uint8)
+    out = transforms.resize(transforms.grayscale(x), 28)
+    assert out.shape == (3, 1, 28, 28) and out.dtype == torch.uint8 and bool((out == 77).all())
+
+
+# --- data-set plugins --------------------------------------------------------------------
+
+def test_noisy_labels_builds_disjoint_target_and_noisy_source(data_root):
+    options = NoisyLabelsOptions(dataset="cifar10", data_root=str(data_root), target_per_class=3,
+                                 noise={"kind": "pair", "rate": 0.5})
+    data = build_noisy_labels(options, seed=1)
+    assert data.source.x.dtype == torch.uint8 and data.source.x.shape[1:] == (3, 32, 32)
+    assert len(data.target) == 30 and len(data.source) == 90 and len(data.test) == 40
+    assert torch.equal(torch.bincount(data.target.y), torch.full((10,), 3))
+    meta = data.source.meta
+    assert int(meta["corrupted"].sum()) == 45 and torch.equal(meta["corrupted"], data.source.y != meta["clean_label"])
+    again = build_noisy_labels(options, seed=1)
+    assert torch.equal(again.target.x, data.target.x) and torch.equal(again.source.y, data.source.y)
+    # no target image is also a source image (images differ by their random pixels)
+    flat_s, flat_t = data.source.x.flatten(1), data.target.x.flatten(1)
+    assert not (flat_t[:, None] == flat_s[None]).all(-1).any()
+
+
+def test_transfer_svhn_to_mnist_shapes_and_classes(data_root):
+    options = TransferOptions(
+        data_root=str(data_root),
+        source={"dataset": "svhn", "classes": [0, 1, 2, 3, 4], "grayscale": True, "size": 28},
+        target={"dataset": "mnist", "classes": [5, 6, 7, 8, 9], "per_class": 4},
+    )
+    data = build_transfer(options, seed=0)
+    assert data.source.x.shape == (60, 1, 28, 28) and data.target.x.shape == (20, 1, 28, 28)
+    assert set(data.source.y.tolist()) == set(range(5)) and torch.equal(torch.bincount(data.target.y), torch.full((5,), 4))
+    assert len(data.test) == 20 and set(data.test.y.tolist()) == set(range(5))
+    assert data.source_classes == data.target_classes == 5
+
+
+def test_transfer_with_mismatched_shapes_says_what_to_set(data_root):
+    options = TransferOptions(data_root=str(data_root), source={"dataset": "svhn"}, target={"dataset": "mnist", "per_class": 2})
+    with pytest.raises(DataError, match="grayscale: true, size: 28"):
+        build_transfer(options, seed=0)
+
+
+def test_too_many_per_class_names_the_field(data_root):
+    with pytest.raises(DataError, match="data.target_per_class: class 0 has 12 examples"):
+        build_noisy_labels(NoisyLabelsOptions(dataset="mnist", data_root=str(data_root), target_per_class=13), 0)
