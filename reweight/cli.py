@@ -17,12 +17,18 @@ from reweight.errors import ReweightError
 EXIT_USER_ERROR = 2
 
 
+def make_console() -> Console:
+    """Rich output; when piped, wide enough that tables are not truncated."""
+    console = Console(highlight=False)
+    return console if console.is_terminal else Console(highlight=False, width=max(console.width, 160))
+
+
 def command_run(args: argparse.Namespace) -> int:
     from reweight import runner, sweep
     from reweight.config import load_raw
     from reweight.plugins import registry
 
-    console = Console(highlight=False)
+    console = make_console()
     for problem in registry().problems:
         print(f"warning: {problem}", file=sys.stderr)
     plan = sweep.expand(load_raw(args.config), args.overrides)
@@ -40,7 +46,7 @@ def command_compare(args: argparse.Namespace) -> int:
     output, written = compare.compare(args.experiment, metrics, keys(args.by) or None, args.format,
                                       args.plot, args.parent, args.latest)
     if args.format == "table":
-        Console(highlight=False).print(output)
+        make_console().print(output)
     else:
         print(output)
     for path in written:

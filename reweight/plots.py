@@ -225,11 +225,11 @@ def detector(records: list[RunRecord], by: list[str]) -> Figure | None:
             ax.axhline(float(np.mean(rates)), color="black", ls="--", lw=1, label="chance (corrupted share)")
         ax.set_xlim(0, 1.02)
         ax.set_ylim(0, 1.05)
-        ax.set_xlabel("recall: share of corrupted labels found")
-        ax.set_ylabel("precision: share of flagged that are corrupted")
+        ax.set_xlabel("recall (share of corrupted labels flagged)")
+        ax.set_ylabel("precision (share of flagged that are corrupted)")
         ax.set_title(layout.panel_title(panel), fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower left")
+        ax.legend(fontsize=8, loc="center left")  # low recall, mid precision: empty for good and bad detectors
     return fig
 
 

@@ -187,7 +187,8 @@ def print_comparison(plan: Plan, results: list[SeedResult], console: Console, pa
     from reweight import compare
 
     keys = comparison_keys(plan)
-    metrics = [key for key in ("test_accuracy", "weight_noise_auc") if all(key in r.metrics for r in results)]
+    metrics = [key for key in ("test_accuracy", "weight_noise_auc", "weight_harmful_auc")
+               if all(key in r.metrics for r in results)]
     if not metrics:
         return
     frame = pd.DataFrame([dict(zip(keys, cell_of(r, keys))) | {m: r.metrics[m] for m in metrics} for r in results])
