@@ -19,9 +19,12 @@ import pytest
 BENCHMARK = str(Path(__file__).resolve().parents[1] / "benchmarks" / "synthetic_2d.yaml")
 
 
-def reweight(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def reweight(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The command in ``cwd``, with MLflow's default store there unless ``env`` names another
+    (``mlflow.set_tracking_uri`` in this process exports MLFLOW_TRACKING_URI; it must not leak)."""
+    clean = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
     return subprocess.run([sys.executable, "-m", "reweight.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, env={**clean, **(env or {})})
 
 
 def test_synthetic_run_lands_in_mlflow_and_downweights_flipped_labels(tracking_dir):
@@ -221,9 +224,8 @@ def test_compare_without_a_store_or_with_an_unreachable_server(tracking_dir, cap
 
 
 def test_run_against_an_unreachable_server_is_one_line(tracking_dir):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
-    result = subprocess.run([sys.executable, "-m", "reweight.cli", "run", BENCHMARK, "--set", "train.steps=5"],
-                            cwd=tracking_dir, capture_output=True, text=True, timeout=120, env=env)
+    result = reweight("run", BENCHMARK, "--set", "train.steps=5", cwd=tracking_dir,
+                      env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"})
     assert result.returncode == 2 and result.stderr.startswith("error: cannot reach the MLflow tracking server")
     assert len(result.stderr.strip().splitlines()) == 1
 
@@ -264,17 +266,15 @@ def test_sweep_and_compare_against_a_real_mlflow_server(tmp_path):
                 assert server.poll() is None, "the MLflow server exited"
                 assert time.monotonic() < deadline, "the MLflow server did not answer in 180 s"
                 time.sleep(0.5)
-        env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+        env = {"MLFLOW_TRACKING_URI": uri}
         work = tmp_path / "work"
         work.mkdir()
-        ran = subprocess.run([sys.executable, "-m", "reweight.cli", "run", BENCHMARK, "--set", "seeds=2",
-                              "--set", "sweep.strategy.name=[soseleto, uniform]", "--set", "train.steps=10",
-                              "--set", "train.eval_every=5", "--set", "data.n_test=200"],
-                             cwd=work, capture_output=True, text=True, timeout=300, env=env)
+        ran = reweight("run", BENCHMARK, "--set", "seeds=2", "--set", "sweep.strategy.name=[soseleto, uniform]",
+                       "--set", "train.steps=10", "--set", "train.eval_every=5", "--set", "data.n_test=200",
+                       cwd=work, env=env)
         assert ran.returncode == 0, ran.stderr
-        compared = subprocess.run([sys.executable, "-m", "reweight.cli", "compare", "synthetic_2d", "--format", "csv",
-                                   "--plot", str(work / "plots")],
-                                  cwd=work, capture_output=True, text=True, timeout=300, env=env)
+        compared = reweight("compare", "synthetic_2d", "--format", "csv", "--plot", str(work / "plots"), cwd=work,
+                            env=env)
         assert compared.returncode == 0, compared.stderr
         lines = compared.stdout.splitlines()
         assert lines[0] == "strategy,n,test_accuracy_mean,test_accuracy_std"
