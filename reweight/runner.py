@@ -136,39 +136,19 @@ def run(plan: Plan, console: Console) -> list[SeedResult]:
     )
     with tracker.parent(plan.name, parent_config, parent_tags, parent_params(plan)) as parent_id, progress:
         for combination in plan.combinations:
-            config = combination.config
-            full = resolved(config, combination.options)
             mine: list[SeedResult] = []
             for seed in plan.seeds:
                 if engine is None:
-                    engine = build_engine(config, combination.options, seed)
-                task = progress.add_task(f"{combination.name} seed {seed}", total=config.train.steps)
-                history: dict[str, list[tuple[int, float]]] = {}
-
-                def on_eval(step: int, values: dict[str, float], history=history) -> None:
-                    tracker.metrics(values, step)
-                    for key, value in values.items():
-                        history.setdefault(key, []).append((step, value))
-
-                with tracker.child(f"{combination.name.replace(' ', ',')}-seed{seed}", {**full, "seed": seed},
-                                   child_tags(plan, combination, seed)) as run_id:
-                    metrics = engine.fit(
-                        config.train.steps, config.train.eval_every, on_eval=on_eval,
-                        progress=lambda advance, task=task: progress.advance(task, advance),
-                    )
-                    table = weights_table(engine)
-                    tracker.text(weights_csv(table), WEIGHTS_FILE)
-                progress.remove_task(task)
+                    engine = combination_engine(plan, combination, seed)
+                mine.append(run_seed(tracker, plan, combination, seed, engine, progress))
                 engine = None
-                mine.append(SeedResult(seed, run_id, metrics, torch.tensor(table["weight"].to_numpy()),
-                                       combination, history, table))
-                console.print(summary_line(f"{plan.name} [{combination.name} seed {seed}]", metrics) + f" run={run_id}",
-                              soft_wrap=True, markup=False)
+                console.print(summary_line(f"{plan.name} [{combination.name} seed {seed}]", mine[-1].metrics)
+                              + f" run={mine[-1].run_id}", soft_wrap=True, markup=False)
             results.extend(mine)
             stats = aggregate(mine) if len(mine) > 1 else {}
             if stats:
-                if not plan.grid:
-                    tracker.metrics(stats, step=config.train.steps)
+                if not plan.grid:  # with a sweep, one parent run holds many combinations: compare them instead
+                    tracker.metrics(stats, step=combination.config.train.steps)
                 shown = " ".join(f"{key}={stats[key + '_mean']:.4f}±{stats[key + '_std']:.4f}"
                                  for key in summary_keys(mine[0].metrics))
                 console.print(f"{plan.name} [{combination.name}, {len(mine)} seeds]: {shown} parent={parent_id}",
@@ -178,6 +158,63 @@ def run(plan: Plan, console: Console) -> list[SeedResult]:
     if plan.grid:
         print_comparison(plan, results, console, parent_id)
     return results
+
+
+def combination_engine(plan: Plan, combination: Combination, seed: int) -> Engine:
+    try:
+        return build_engine(combination.config, combination.options, seed)
+    except ConfigError as error:
+        if not plan.grid:
+            raise
+        raise ConfigError(f"sweep combination {combination.name}: {error}") from None
+
+
+def run_seed(tracker: Tracker, plan: Plan, combination: Combination, seed: int, engine: Engine,
+             progress: Progress) -> SeedResult:
+    """One child run: train, log metrics by step, log the weights file."""
+    config = combination.config
+    task = progress.add_task(f"{combination.name} seed {seed}", total=config.train.steps)
+    history: dict[str, list[tuple[int, float]]] = {}
+
+    def on_eval(step: int, values: dict[str, float]) -> None:
+        tracker.metrics(values, step)
+        for key, value in values.items():
+            history.setdefault(key, []).append((step, value))
+
+    child_config = {**resolved(config, combination.options), "seed": seed}
+    name = f"{combination.name.replace(' ', ',')}-seed{seed}"
+    with tracker.child(name, child_config, child_tags(plan, combination, seed)) as run_id:
+        metrics = engine.fit(config.train.steps, config.train.eval_every, on_eval=on_eval,
+                             progress=lambda advance: progress.advance(task, advance))
+        table = weights_table(engine)
+        tracker.text(weights_csv(table), WEIGHTS_FILE)
+    progress.remove_task(task)
+    return SeedResult(seed, run_id, metrics, torch.tensor(table["weight"].to_numpy()), combination, history, table)
+
+
+def comparison_keys(plan: Plan) -> list[str]:
+    """What the plots and the closing table group by: the strategy, then the swept paths."""
+    return ["strategy", *(path for path in plan.paths if path not in ("strategy", "strategy.name"))]
+
+
+def cell_of(result: SeedResult, keys: list[str]) -> tuple[str, ...]:
+    labels = result.combination.labels
+    return tuple(labels.get(key, result.combination.config.strategy.name if key == "strategy" else "")
+                 for key in keys)
+
+
+def log_plots(tracker: Tracker, plan: Plan, results: list[SeedResult]) -> None:
+    """The comparison plots of this run's children, as ``plots/*.png`` on the parent run."""
+    from reweight import plots
+
+    keys = comparison_keys(plan)
+    records = [plots.RunRecord(cell_of(r, keys), r.history, r.table) for r in results]
+    made = plots.figures(records, keys)
+    try:
+        for name, figure in made.items():
+            tracker.figure(figure, f"plots/{name}")
+    finally:
+        plots.close(made)
 
 
 def print_comparison(plan: Plan, results: list[SeedResult], console: Console, parent_id: str) -> None:
