@@ -1,4 +1,5 @@
-"""``reweight`` command line: run experiments, list plugins, fetch image sets.
+"""``reweight`` command line: run experiments (and sweeps), compare runs, list plugins, fetch
+image sets.
 
 User errors (bad config, missing data, unreachable tracking store) print one line and exit
 with code 2; ``--debug`` shows the traceback instead.
@@ -17,16 +18,40 @@ from reweight.errors import ReweightError
 EXIT_USER_ERROR = 2
 
 
+def make_console() -> Console:
+    """Rich output; when piped, wide enough that tables are not truncated."""
+    console = Console(highlight=False)
+    return console if console.is_terminal else Console(highlight=False, width=max(console.width, 160))
+
+
 def command_run(args: argparse.Namespace) -> int:
-    from reweight import config as config_module
-    from reweight import runner
+    from reweight import runner, sweep
+    from reweight.config import load_raw
     from reweight.plugins import registry
 
-    console = Console(highlight=False)
+    console = make_console()
     for problem in registry().problems:
         print(f"warning: {problem}", file=sys.stderr)
-    config, options = config_module.load(args.config, args.overrides)
-    runner.run(config, options, console)
+    plan = sweep.expand(load_raw(args.config), args.overrides)
+    runner.run(plan, console)
+    return 0
+
+
+def command_compare(args: argparse.Namespace) -> int:
+    from reweight import compare
+
+    def keys(text: str | None) -> list[str]:
+        return [key.strip() for key in (text or "").split(",") if key.strip()]
+
+    metrics = keys(args.metric) or ["test_accuracy"]
+    output, written = compare.compare(args.experiment, metrics, keys(args.by) or None, args.format,
+                                      args.plot, args.parent, args.latest)
+    if args.format == "table":
+        make_console().print(output)
+    else:
+        print(output)
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
@@ -66,6 +91,12 @@ def command_data_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def compare_formats() -> tuple[str, ...]:
+    from reweight.compare import FORMATS
+
+    return FORMATS
+
+
 def parser() -> argparse.ArgumentParser:
     from reweight import __version__
 
@@ -92,6 +123,24 @@ def parser() -> argparse.ArgumentParser:
     listing = data_commands.add_parser("list", help="the known image sets, their folders, and whether they are there")
     listing.add_argument("--root", help=root_help)
     listing.set_defaults(handler=command_data_list)
+
+
+    compare = commands.add_parser(
+        "compare", help="compare runs from MLflow: a metric's mean ± std per strategy, swept value, tag or param",
+        description="Group the finished child runs of an experiment and show each group's mean ± std and run count.",
+    )
+    compare.add_argument("experiment", nargs="?", help="MLflow experiment name, or the experiment's YAML config "
+                         "(default: the tracking store's only experiment)")
+    compare.add_argument("--metric", default="test_accuracy", help="metric(s) to compare, comma-separated "
+                         "(default: test_accuracy)")
+    compare.add_argument("--by", help="group by these keys, comma-separated: strategy, a swept or config path "
+                         "(data.noise_rate; noise for short), any tag or param (default: strategy and the swept paths)")
+    compare.add_argument("--format", choices=compare_formats(), default="table", help="output format (default: table)")
+    compare.add_argument("--plot", metavar="DIR", help="also write the comparison plots (PNG) to DIR")
+    which = compare.add_mutually_exclusive_group()
+    which.add_argument("--parent", metavar="RUN_ID", help="only the child runs of this parent run")
+    which.add_argument("--latest", action="store_true", help="only the child runs of the newest parent run")
+    compare.set_defaults(handler=command_compare)
 
     plugins = commands.add_parser("plugins", help="list installed strategies, granularities, methods, data sets and models")
     plugins.set_defaults(handler=command_plugins)

@@ -48,6 +48,7 @@ class TrainConfig(BaseModel):
 class TrackingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     experiment: str | None = Field(None, description="MLflow experiment; defaults to the config's name.")
+    plots: bool = Field(True, description="Log comparison plots (PNG) on the parent run.")
 
 
 # the default plugin of each component section that has one
@@ -150,30 +151,42 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     """Set each ``KEY=VALUE`` in a copy of ``raw``. Switching a component to another plugin
     (``--set strategy.name=uniform``) drops the options that belonged to the old one."""
     raw = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        set_value(raw, path, value)
+    return raw
+
+
+def set_value(raw: dict[str, Any], path: list[str], value: Any) -> None:
+    """Set the field at ``path`` (e.g. ``["train", "steps"]``) in ``raw``, in place.
+
+    A component section follows its plugin: a new ``name`` (or a bare name given for the whole
+    section, ``strategy=uniform``) replaces the section, dropping the old plugin's options;
+    the same name keeps them."""
     for section in SECTIONS:  # one spelling of the plugin name, so overrides find it
         if isinstance(raw.get(section), dict) and "method" in raw[section] and "name" not in raw[section]:
             raw[section]["name"] = raw[section].pop("method")
-    for text in overrides:
-        path, value = parse_override(text)
-        if path[0] in SECTIONS:
-            if len(path) == 2 and path[1] == "method":
-                path[1] = "name"
-            current = raw.get(path[0], DEFAULT_NAMES.get(path[0]))
-            current_name = current.get("name") if isinstance(current, dict) else current
-            if path[1:] == ["name"] and current_name != value:
-                raw[path[0]] = {"name": value}
-                continue
-            if current_name is not None and not isinstance(current, dict):
-                raw[path[0]] = {"name": current_name}
-        node = raw
-        for part in path[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = {}
-            node[part] = child
-            node = child
-        node[path[-1]] = value
-    return raw
+    path = list(path)
+    if path[0] in SECTIONS:
+        if len(path) == 1 and isinstance(value, str):
+            path = [path[0], "name"]
+        if len(path) == 2 and path[1] == "method":
+            path[1] = "name"
+        current = raw.get(path[0], DEFAULT_NAMES.get(path[0]))
+        current_name = current.get("name") if isinstance(current, dict) else current
+        if path[1:] == ["name"] and current_name != value:
+            raw[path[0]] = {"name": value}
+            return
+        if len(path) > 1 and current_name is not None and not isinstance(current, dict):
+            raw[path[0]] = {"name": current_name}
+    node = raw
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+        node[part] = child
+        node = child
+    node[path[-1]] = value
 
 
 def load_raw(path: str | Path) -> dict[str, Any]:

@@ -1,20 +1,24 @@
-"""Builds the pieces named by a validated config and runs them, one child run per seed."""
+"""Builds the pieces named by a validated config and runs them: one parent run, and one child
+run per combination of a sweep (a single one without) and seed."""
 
 from __future__ import annotations
 
+import json
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from pydantic import BaseModel
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from reweight.config import ExperimentConfig, resolved
+from reweight.config import ExperimentConfig, flatten, resolved
 from reweight.engine import Engine, TrainSettings
 from reweight.errors import ConfigError
 from reweight.plugins import registry
-from reweight.tracking import Tracker, weights_csv
+from reweight.sweep import Combination, Plan
+from reweight.tracking import WEIGHTS_FILE, Tracker, weights_csv, weights_frame
 
 SUMMARY_METRICS = ("test_accuracy", "target_loss", "source_loss", "weight_noise_auc", "weight_harmful_auc")
 SUMMARY_PREFIXES = ("weight_group_", "weight_task_")  # per-slot weights, shown when few enough to name
@@ -26,6 +30,9 @@ class SeedResult:
     run_id: str
     metrics: dict[str, float]
     weights: torch.Tensor
+    combination: Combination | None = None
+    history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    table: Any = None  # the weights file's rows, a pandas DataFrame
 
 
 def resolve_device(name: str) -> torch.device:
@@ -74,49 +81,183 @@ def summary_line(name: str, metrics: dict[str, float]) -> str:
     return f"{name}: " + " ".join(f"{key}={metrics[key]:.4f}" for key in summary_keys(metrics))
 
 
-def run(config: ExperimentConfig, options: dict[str, BaseModel], console: Console) -> list[SeedResult]:
-    full = resolved(config, options)
-    first = build_engine(config, options, config.seeds[0])  # surface data/size problems before any run exists
-    tracker = Tracker(config.tracking.experiment or config.name)
+def weights_table(engine: Engine):
+    """The final weight of every source example, with what the benchmark knows about it."""
+    source = engine.data.source
+    granularity = engine.strategy.granularity
+    slot_of = granularity.slots(source.all())
+    names = granularity.slot_names()
+    slots = None
+    if not torch.equal(slot_of.cpu(), torch.arange(len(source))):  # per-sample weights need no slot column
+        slots = [names[k] for k in slot_of.tolist()] if names else [str(k) for k in slot_of.tolist()]
+    return weights_frame(engine.source_weights().cpu(), source.meta.get("corrupted"), slots, source.meta.get("harmful"))
+
+
+def child_tags(plan: Plan, combination: Combination, seed: int) -> dict[str, str]:
+    """What each child run is grouped by: its components, seed and (in a sweep) swept values."""
+    config = combination.config
     tags = {
         "strategy": config.strategy.name,
         "granularity": config.granularity.name,
         "hypergrad": config.hypergrad.name,
         "dataset": config.data.name,
         "model": config.model.name,
+        "seed": str(seed),
     }
+    if plan.grid:
+        tags["reweight.sweep"] = ",".join(plan.paths)
+        tags["reweight.combination"] = combination.name
+        tags.update({f"sweep.{path}": text for path, text in combination.labels.items()})
+    return tags
+
+
+def parent_params(plan: Plan) -> dict[str, str] | None:
+    """Without a sweep: the flattened resolved config (None). With one: the fields every
+    combination shares, and ``sweep.<path>`` = the swept values."""
+    if not plan.grid:
+        return None
+    flats = [flatten(resolved(c.config, c.options)) for c in plan.combinations]
+    shared = {key: value for key, value in flats[0].items() if all(flat.get(key, object()) == value for flat in flats)}
+    shared.update({f"sweep.{path}": json.dumps(values) for path, values in plan.grid.items()})
+    return shared
+
+
+def run(plan: Plan, console: Console) -> list[SeedResult]:
+    """Every combination of the plan for every seed: one parent run, one child run each."""
+    first = plan.combinations[0]
+    engine = build_engine(first.config, first.options, plan.seeds[0])  # data/size problems before any run exists
+    tracker = Tracker(plan.experiment)
+    parent_config = plan.raw if plan.grid else resolved(first.config, first.options)
+    parent_tags = {"reweight.sweep": ",".join(plan.paths)} if plan.grid else {}
     results: list[SeedResult] = []
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
         console=console, disable=not console.is_terminal, transient=True,
     )
-    with tracker.parent(config.name, full) as parent_id, progress:
-        for position, seed in enumerate(config.seeds):
-            engine = first if position == 0 else build_engine(config, options, seed)
-            task = progress.add_task(f"{config.strategy.name} seed {seed}", total=config.train.steps)
-            child_config = {**full, "seed": seed}
-            with tracker.child(f"{config.strategy.name}-seed{seed}", child_config, {**tags, "seed": seed}) as run_id:
-                metrics = engine.fit(
-                    config.train.steps,
-                    config.train.eval_every,
-                    on_eval=lambda step, values: tracker.metrics(values, step),
-                    progress=lambda advance, task=task: progress.advance(task, advance),
-                )
-                weights = engine.source_weights().cpu()
-                corrupted = engine.data.source.meta.get("corrupted")
-                tracker.text(weights_csv(weights, None if corrupted is None else corrupted.cpu()), "weights.csv")
-            progress.remove_task(task)
-            results.append(SeedResult(seed, run_id, metrics, weights))
-            console.print(summary_line(f"{config.name} [{config.strategy.name} seed {seed}]", metrics) + f" run={run_id}", soft_wrap=True, markup=False)
-        stats = aggregate(results) if len(results) > 1 else {}
-        if stats:
-            tracker.metrics(stats, step=config.train.steps)
-    if stats:
-        shown = " ".join(
-            f"{key}={stats[key + '_mean']:.4f}±{stats[key + '_std']:.4f}" for key in summary_keys(results[0].metrics)
-        )
-        console.print(f"{config.name} [{config.strategy.name}, {len(results)} seeds]: {shown} parent={parent_id}", soft_wrap=True, markup=False)
+    with tracker.parent(plan.name, parent_config, parent_tags, parent_params(plan)) as parent_id, progress:
+        for combination in plan.combinations:
+            mine: list[SeedResult] = []
+            for seed in plan.seeds:
+                if engine is None:
+                    engine = combination_engine(plan, combination, seed)
+                mine.append(run_seed(tracker, plan, combination, seed, engine, progress))
+                engine = None
+                console.print(summary_line(f"{plan.name} [{combination.name} seed {seed}]", mine[-1].metrics)
+                              + f" run={mine[-1].run_id}", soft_wrap=True, markup=False)
+            results.extend(mine)
+            stats = aggregate(mine) if len(mine) > 1 else {}
+            if stats:
+                if not plan.grid:  # with a sweep, one parent run holds many combinations: compare them instead
+                    tracker.metrics(stats, step=combination.config.train.steps)
+                shown = " ".join(f"{key}={stats[key + '_mean']:.4f}±{stats[key + '_std']:.4f}"
+                                 for key in summary_keys(mine[0].metrics))
+                console.print(f"{plan.name} [{combination.name}, {len(mine)} seeds]: {shown} parent={parent_id}",
+                              soft_wrap=True, markup=False)
+        if first.config.tracking.plots:
+            log_plots(tracker, plan, results)
+    if plan.grid:
+        print_comparison(plan, results, console, parent_id)
     return results
+
+
+def combination_engine(plan: Plan, combination: Combination, seed: int) -> Engine:
+    try:
+        return build_engine(combination.config, combination.options, seed)
+    except ConfigError as error:
+        if not plan.grid:
+            raise
+        raise ConfigError(f"sweep combination {combination.name}: {error}") from None
+
+
+def run_seed(tracker: Tracker, plan: Plan, combination: Combination, seed: int, engine: Engine,
+             progress: Progress) -> SeedResult:
+    """One child run: train, log metrics by step, log the weights file."""
+    config = combination.config
+    task = progress.add_task(f"{combination.name} seed {seed}", total=config.train.steps)
+    history: dict[str, list[tuple[int, float]]] = {}
+
+    def on_eval(step: int, values: dict[str, float]) -> None:
+        tracker.metrics(values, step)
+        for key, value in values.items():
+            history.setdefault(key, []).append((step, value))
+
+    child_config = {**resolved(config, combination.options), "seed": seed}
+    name = f"{combination.name.replace(' ', ',')}-seed{seed}"
+    with tracker.child(name, child_config, child_tags(plan, combination, seed)) as run_id:
+        metrics = engine.fit(config.train.steps, config.train.eval_every, on_eval=on_eval,
+                             progress=lambda advance: progress.advance(task, advance))
+        table = weights_table(engine)
+        tracker.text(weights_csv(table), WEIGHTS_FILE)
+    progress.remove_task(task)
+    return SeedResult(seed, run_id, metrics, torch.tensor(table["weight"].to_numpy()), combination, history, table)
+
+
+def comparison_keys(plan: Plan) -> list[str]:
+    """What the plots and the closing table group by: the strategy, then the swept paths."""
+    return ["strategy", *(path for path in plan.paths if path not in ("strategy", "strategy.name"))]
+
+
+def cell_of(result: SeedResult, keys: list[str]) -> tuple[str, ...]:
+    labels = result.combination.labels
+    return tuple(labels.get(key, result.combination.config.strategy.name if key == "strategy" else "")
+                 for key in keys)
+
+
+def log_plots(tracker: Tracker, plan: Plan, results: list[SeedResult]) -> None:
+    """The comparison plots of this run's children, as ``plots/*.png`` on the parent run."""
+    from reweight import plots
+
+    keys = comparison_keys(plan)
+    records = [plots.RunRecord(cell_of(r, keys), r.history, r.table) for r in results]
+    made = plots.figures(records, keys)
+    try:
+        for name, figure in made.items():
+            tracker.figure(figure, f"plots/{name}")
+    finally:
+        plots.close(made)
+
+
+def print_comparison(plan: Plan, results: list[SeedResult], console: Console, parent_id: str) -> None:
+    """The sweep at a glance: ``reweight compare`` of this parent run's children."""
+    import pandas as pd
+
+    from reweight import compare
+
+    keys = comparison_keys(plan)
+    metrics = [key for key in ("test_accuracy", "weight_noise_auc", "weight_harmful_auc")
+               if all(key in r.metrics for r in results)]
+    if not metrics:
+        return
+    frame = pd.DataFrame([dict(zip(keys, cell_of(r, keys))) | {m: r.metrics[m] for m in metrics} for r in results])
+    cells = compare.summarize(frame, keys, metrics)
+    console.print(compare.render(cells, keys, metrics, "table", f"{plan.name}: {len(results)} runs"))
+    console.print(f"again later: reweight compare {plan.experiment} --parent {parent_id}", soft_wrap=True,
+                  markup=False)
+
+
+def comparison_keys(plan: Plan) -> list[str]:
+    """What the plots and the closing table group by: the strategy, then the swept paths."""
+    return ["strategy", *(path for path in plan.paths if path not in ("strategy", "strategy.name"))]
+
+
+def cell_of(result: SeedResult, keys: list[str]) -> tuple[str, ...]:
+    labels = result.combination.labels
+    return tuple(labels.get(key, result.combination.config.strategy.name if key == "strategy" else "")
+                 for key in keys)
+
+
+def log_plots(tracker: Tracker, plan: Plan, results: list[SeedResult]) -> None:
+    """The comparison plots of this run's children, as ``plots/*.png`` on the parent run."""
+    from reweight import plots
+
+    keys = comparison_keys(plan)
+    records = [plots.RunRecord(cell_of(r, keys), r.history, r.table) for r in results]
+    made = plots.figures(records, keys)
+    try:
+        for name, figure in made.items():
+            tracker.figure(figure, f"plots/{name}")
+    finally:
+        plots.close(made)
 
 
 def aggregate(results: list[SeedResult]) -> dict[str, float]:

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -13,9 +19,12 @@ import pytest
 BENCHMARK = str(Path(__file__).resolve().parents[1] / "benchmarks" / "synthetic_2d.yaml")
 
 
-def reweight(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def reweight(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The command in ``cwd``, with MLflow's default store there unless ``env`` names another
+    (``mlflow.set_tracking_uri`` in this process exports MLFLOW_TRACKING_URI; it must not leak)."""
+    clean = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
     return subprocess.run([sys.executable, "-m", "reweight.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, env={**clean, **(env or {})})
 
 
 def test_synthetic_run_lands_in_mlflow_and_downweights_flipped_labels(tracking_dir):
@@ -96,3 +105,187 @@ def test_plugins_lists_name_kind_package_version(tracking_dir):
     assert result.returncode == 0
     line = next(line for line in result.stdout.splitlines() if "soseleto" in line)
     assert "strategy" in line and "reweight" in line and "0.1.0" in line
+
+
+# --- sweeps and `reweight compare` -------------------------------------------------------------
+
+SWEEP = ["--set", "sweep={strategy.name: [soseleto, uniform], data.noise_rate: [0.2, 0.4]}",
+         "--set", "train.steps=20", "--set", "train.eval_every=10", "--set", "data.n_test=200"]
+
+
+def compare(*args: str, capsys) -> tuple[int, str, str]:
+    """``reweight compare`` in this process (the tracking store is taken from the environment)."""
+    from reweight.cli import main
+
+    code = main(["compare", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def swept_store(tmp_path_factory):
+    """A 2 strategies × 2 noise levels × 2 seeds sweep, then one combination run again."""
+    where = tmp_path_factory.mktemp("sweep")
+    first = reweight("run", BENCHMARK, *SWEEP, "--set", "seeds=2", cwd=where)
+    assert first.returncode == 0, first.stderr
+    again = reweight("run", BENCHMARK, *SWEEP, "--set", "sweep.strategy.name=[soseleto]",
+                     "--set", "sweep.data.noise_rate=[0.4]", "--set", "seeds=[0]", "--set", "tracking.plots=false",
+                     cwd=where)
+    assert again.returncode == 0, again.stderr
+    return where, first.stdout, again.stdout
+
+
+@pytest.fixture
+def in_store(swept_store, monkeypatch):
+    where, _, _ = swept_store
+    monkeypatch.chdir(where)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return where
+
+
+def test_sweep_is_one_parent_with_a_tagged_child_per_combination_and_seed(in_store, swept_store):
+    import mlflow
+
+    _, first_out, _ = swept_store
+    assert "strategy.name=uniform data.noise_rate=0.4, 2 seeds" in first_out
+    assert "again later: reweight compare synthetic_2d --parent" in first_out
+    mlflow.set_tracking_uri(f"sqlite:///{in_store / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["synthetic_2d"])
+    parents = runs[runs["tags.reweight.role"] == "parent"].sort_values("start_time")
+    children = runs[runs["tags.reweight.role"] == "child"]
+    assert len(parents) == 2 and len(children) == 8 + 1  # the rerun added a run, it replaced none
+    first_id = parents["run_id"].iloc[0]
+    mine = children[children["tags.mlflow.parentRunId"] == first_id]
+    assert len(mine) == 8
+    assert set(zip(mine["tags.sweep.strategy.name"], mine["tags.sweep.data.noise_rate"], mine["tags.seed"])) == {
+        (s, n, seed) for s in ("soseleto", "uniform") for n in ("0.2", "0.4") for seed in ("0", "1")}
+    assert set(mine["tags.reweight.sweep"]) == {"strategy.name,data.noise_rate"}
+    assert set(mine["params.data.noise_rate"]) == {"0.2", "0.4"}
+    assert "strategy.name=uniform data.noise_rate=0.2" in set(mine["tags.reweight.combination"])
+    uniform = mine[mine["tags.strategy"] == "uniform"]
+    assert "params.strategy.lr" not in uniform or uniform["params.strategy.lr"].isna().all()  # soseleto's option dropped
+    parent = parents.iloc[0]
+    assert parent["params.sweep.data.noise_rate"] == "[0.2, 0.4]" and parent["params.train.steps"] == "20"
+    client = mlflow.MlflowClient()
+    plots = {f.path for f in client.list_artifacts(first_id, "plots")}
+    assert plots == {"plots/curves.png", "plots/weights.png", "plots/detector.png"}
+    config = mlflow.artifacts.load_text(f"runs:/{first_id}/config.yaml")
+    assert "sweep:\n  strategy.name:\n  - soseleto\n  - uniform" in config
+
+
+def test_compare_table_counts_every_run_of_a_cell(in_store, capsys):
+    code, out, err = compare("--format", "json", capsys=capsys)
+    assert code == 0, err
+    cells = {(c["strategy"], c["data.noise_rate"]): c for c in json.loads(out)}
+    assert set(cells) == {(s, n) for s in ("soseleto", "uniform") for n in ("0.2", "0.4")}
+    assert cells[("soseleto", "0.4")]["n"] == 3 and cells[("uniform", "0.2")]["n"] == 2
+    assert all(0 <= c["test_accuracy_mean"] <= 1 and c["test_accuracy_std"] >= 0 for c in cells.values())
+
+    code, out, _ = compare("synthetic_2d", "--latest", "--by", "noise", "--metric", "test_accuracy,weight_noise_auc",
+                           "--format", "markdown", capsys=capsys)
+    lines = out.strip().splitlines()
+    assert code == 0 and lines[0] == "| noise | test_accuracy (mean ± std) | weight_noise_auc (mean ± std) | n |"
+    assert len(lines) == 3 and lines[2].startswith("| 0.4 | ") and lines[2].endswith(" | 1 |")
+
+    code, out, _ = compare(BENCHMARK, "--by", "strategy", "--format", "csv", capsys=capsys)
+    assert code == 0 and out.splitlines()[0] == "strategy,n,test_accuracy_mean,test_accuracy_std"
+    assert [line.split(",")[:2] for line in out.splitlines()[1:]] == [["soseleto", "5"], ["uniform", "4"]]
+
+    code, out, _ = compare(capsys=capsys)
+    assert code == 0 and "synthetic_2d: 9 runs from 2 parent runs" in out and "± " in out
+
+
+def test_compare_plots_are_written(in_store, capsys, tmp_path):
+    code, _, err = compare("--plot", str(tmp_path / "plots"), capsys=capsys)
+    assert code == 0, err
+    written = sorted(p.name for p in (tmp_path / "plots").iterdir())
+    assert written == ["curves.png", "detector.png", "weights.png"]
+    assert all((tmp_path / "plots" / name).read_bytes()[:4] == b"\x89PNG" for name in written)
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--by", "bogus"], "error: --by bogus: no tag or param of that name on these runs; swept here: data.noise_rate"),
+    (["--metric", "nope"], "error: --metric nope: no run logged it (logged: "),
+    (["missing"], "error: no experiment 'missing' in the tracking store (it has: synthetic_2d)"),
+    (["--parent", "0123"], "error: experiment 'synthetic_2d' has no finished child runs under parent run 0123"),
+])
+def test_compare_errors_are_one_line(in_store, capsys, args, expected):
+    code, _, err = compare(*args, capsys=capsys)
+    assert code == 2 and err.startswith(expected) and len(err.strip().splitlines()) == 1
+
+
+def test_compare_without_a_store_or_with_an_unreachable_server(tracking_dir, capsys, monkeypatch):
+    code, _, err = compare(capsys=capsys)
+    assert code == 2 and err.startswith("error: no MLflow store at ") and not (tracking_dir / "mlflow.db").exists()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    code, _, err = compare(capsys=capsys)
+    assert code == 2 and err.startswith("error: cannot reach the MLflow tracking server http://127.0.0.1:")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_run_against_an_unreachable_server_is_one_line(tracking_dir):
+    result = reweight("run", BENCHMARK, "--set", "train.steps=5", cwd=tracking_dir,
+                      env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"})
+    assert result.returncode == 2 and result.stderr.startswith("error: cannot reach the MLflow tracking server")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bad_sweep_combination_is_one_line_before_any_run(tracking_dir, capsys):
+    from reweight.cli import main
+
+    code = main(["run", BENCHMARK, "--set", "sweep={strategy.name: [soseleto, uniform], strategy.lr: [10]}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err == ("error: sweep combination strategy.name=uniform, strategy.lr=10: "
+                                 "strategy.lr: unknown field\n")
+    assert not (tracking_dir / "mlflow.db").exists()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow  # an MLflow server takes 10-40 s to start on a small shared machine
+def test_sweep_and_compare_against_a_real_mlflow_server(tmp_path):
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 's.db'}",
+         "--default-artifact-root", str(tmp_path / "art"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2).close()
+                break
+            except OSError:
+                assert server.poll() is None, "the MLflow server exited"
+                assert time.monotonic() < deadline, "the MLflow server did not answer in 180 s"
+                time.sleep(0.5)
+        env = {"MLFLOW_TRACKING_URI": uri}
+        work = tmp_path / "work"
+        work.mkdir()
+        ran = reweight("run", BENCHMARK, "--set", "seeds=2", "--set", "sweep.strategy.name=[soseleto, uniform]",
+                       "--set", "train.steps=10", "--set", "train.eval_every=5", "--set", "data.n_test=200",
+                       cwd=work, env=env)
+        assert ran.returncode == 0, ran.stderr
+        compared = reweight("compare", "synthetic_2d", "--format", "csv", "--plot", str(work / "plots"), cwd=work,
+                            env=env)
+        assert compared.returncode == 0, compared.stderr
+        lines = compared.stdout.splitlines()
+        assert lines[0] == "strategy,n,test_accuracy_mean,test_accuracy_std"
+        assert [line.split(",")[:2] for line in lines[1:]] == [["soseleto", "2"], ["uniform", "2"]]
+        assert {p.name for p in (work / "plots").iterdir()} == {"curves.png", "weights.png", "detector.png"}
+        assert not (work / "mlflow.db").exists()  # everything went to the server
+        assert any((tmp_path / "art").rglob("weights.csv"))  # artifacts live in the server's store
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=20)
