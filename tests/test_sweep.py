@@ -115,3 +115,13 @@ def test_every_combination_carries_its_values(grid):
         for path, value in combination.values.items():
             assert getattr(combination.config.train, path.split(".")[1]) == value
     assert parse_grid(scaled or None) == scaled
+
+
+def test_the_shipped_sweep_benchmark_expands_to_valid_combinations():
+    from pathlib import Path
+
+    from reweight.config import load_raw
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "synthetic_sweep.yaml"
+    plan = expand(load_raw(path))
+    assert len(plan.combinations) == 6  # 3 strategies × 2 noise levels, each validated
