@@ -235,31 +235,6 @@ def print_comparison(plan: Plan, results: list[SeedResult], console: Console, pa
                   markup=False)
 
 
-def comparison_keys(plan: Plan) -> list[str]:
-    """What the plots and the closing table group by: the strategy, then the swept paths."""
-    return ["strategy", *(path for path in plan.paths if path not in ("strategy", "strategy.name"))]
-
-
-def cell_of(result: SeedResult, keys: list[str]) -> tuple[str, ...]:
-    labels = result.combination.labels
-    return tuple(labels.get(key, result.combination.config.strategy.name if key == "strategy" else "")
-                 for key in keys)
-
-
-def log_plots(tracker: Tracker, plan: Plan, results: list[SeedResult]) -> None:
-    """The comparison plots of this run's children, as ``plots/*.png`` on the parent run."""
-    from reweight import plots
-
-    keys = comparison_keys(plan)
-    records = [plots.RunRecord(cell_of(r, keys), r.history, r.table) for r in results]
-    made = plots.figures(records, keys)
-    try:
-        for name, figure in made.items():
-            tracker.figure(figure, f"plots/{name}")
-    finally:
-        plots.close(made)
-
-
 def aggregate(results: list[SeedResult]) -> dict[str, float]:
     """Mean and (sample) standard deviation of each final metric over seeds."""
     stats: dict[str, float] = {}
