@@ -29,7 +29,6 @@ class SeedResult:
     seed: int
     run_id: str
     metrics: dict[str, float]
-    weights: torch.Tensor
     combination: Combination | None = None
     history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     table: Any = None  # the weights file's rows, a pandas DataFrame
@@ -125,7 +124,7 @@ def parent_params(plan: Plan) -> dict[str, str] | None:
 def run(plan: Plan, console: Console) -> list[SeedResult]:
     """Every combination of the plan for every seed: one parent run, one child run each."""
     first = plan.combinations[0]
-    engine = build_engine(first.config, first.options, plan.seeds[0])  # data/size problems before any run exists
+    engine = combination_engine(plan, first, plan.seeds[0])  # data/size problems before any run exists
     tracker = Tracker(plan.experiment)
     parent_config = plan.raw if plan.grid else resolved(first.config, first.options)
     parent_tags = {"reweight.sweep": ",".join(plan.paths)} if plan.grid else {}
@@ -189,7 +188,7 @@ def run_seed(tracker: Tracker, plan: Plan, combination: Combination, seed: int, 
         table = weights_table(engine)
         tracker.text(weights_csv(table), WEIGHTS_FILE)
     progress.remove_task(task)
-    return SeedResult(seed, run_id, metrics, torch.tensor(table["weight"].to_numpy()), combination, history, table)
+    return SeedResult(seed, run_id, metrics, combination, history, table)
 
 
 def comparison_keys(plan: Plan) -> list[str]:
