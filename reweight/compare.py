@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -100,15 +101,19 @@ def child_runs(client: Any, experiment: str, parent: str | None = None, latest: 
     return runs
 
 
-def default_by(runs: pd.DataFrame) -> list[str]:
-    """The strategy, then every swept path of the runs (``strategy.name`` is the strategy)."""
+def comparison_keys(paths: Iterable[str]) -> list[str]:
+    """The strategy, then every swept path, once each (``strategy.name`` is the strategy)."""
     keys = ["strategy"]
-    if "tags.reweight.sweep" in runs:
-        for text in runs["tags.reweight.sweep"].dropna():
-            for path in text.split(","):
-                if path and path not in keys and path != "strategy.name":
-                    keys.append(path)
+    for path in paths:
+        if path and path not in keys and path != "strategy.name":
+            keys.append(path)
     return keys
+
+
+def default_by(runs: pd.DataFrame) -> list[str]:
+    """The default grouping: the strategy, then every swept path of the runs."""
+    texts = runs["tags.reweight.sweep"].dropna() if "tags.reweight.sweep" in runs else []
+    return comparison_keys(path for text in texts for path in text.split(","))
 
 
 def key_column(runs: pd.DataFrame, key: str) -> pd.Series:

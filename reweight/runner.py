@@ -193,7 +193,9 @@ def run_seed(tracker: Tracker, plan: Plan, combination: Combination, seed: int, 
 
 def comparison_keys(plan: Plan) -> list[str]:
     """What the plots and the closing table group by: the strategy, then the swept paths."""
-    return ["strategy", *(path for path in plan.paths if path not in ("strategy", "strategy.name"))]
+    from reweight.compare import comparison_keys as keys_for
+
+    return keys_for(plan.paths)
 
 
 def cell_of(result: SeedResult, keys: list[str]) -> tuple[str, ...]:
