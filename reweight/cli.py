@@ -1,8 +1,9 @@
-"""``reweight`` command line: run experiments (and sweeps), compare runs, list plugins, fetch
-image sets.
+"""``reweight`` command line: run experiments (and sweeps), resume them, compare runs, list
+plugins, fetch image sets.
 
 User errors (bad config, missing data, unreachable tracking store) print one line and exit
-with code 2; ``--debug`` shows the traceback instead.
+with code 2; ``--debug`` shows the traceback instead. A run stopped by Ctrl-C or SIGTERM saves
+a checkpoint, says how to resume, and exits with code 130.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from reweight.errors import ReweightError
+from reweight.interrupts import Interrupted
 
 EXIT_USER_ERROR = 2
 
@@ -33,7 +35,16 @@ def command_run(args: argparse.Namespace) -> int:
     for problem in registry().problems:
         print(f"warning: {problem}", file=sys.stderr)
     plan = sweep.expand(load_raw(args.config), args.overrides)
-    runner.run(plan, console)
+    runner.run(plan, console, resume=args.resume)
+    return 0
+
+
+def command_resume(args: argparse.Namespace) -> int:
+    from reweight import runner, sweep
+    from reweight.tracking import resumable
+
+    raw, parent_id = resumable(args.run_id)
+    runner.run(sweep.expand(raw), make_console(), resume=parent_id)
     return 0
 
 
@@ -111,7 +122,14 @@ def parser() -> argparse.ArgumentParser:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config field, e.g. --set train.steps=100 --set strategy.name=uniform (repeatable)",
     )
+    run.add_argument("--resume", action="store_true",
+                     help="continue the newest unfinished run of this same config from its checkpoints "
+                          "(a new run if there is none)")
     run.set_defaults(handler=command_run)
+
+    resume = commands.add_parser("resume", help="continue an interrupted run from its checkpoints")
+    resume.add_argument("run_id", help="the parent run id `reweight run` printed (or one of its child runs)")
+    resume.set_defaults(handler=command_resume)
 
     data = commands.add_parser("data", help="image sets: where their files go, download them")
     data_commands = data.add_subparsers(dest="data_command", required=True)
@@ -151,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.handler(args)
+    except Interrupted as error:
+        print(f"stopped: {error}", file=sys.stderr)
+        return error.exit_code
     except ReweightError as error:
         if args.debug:
             raise

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reweight.errors import ReweightError
+from reweight.tracking import connect, store_call
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -29,28 +30,6 @@ FORMATS = ("table", "markdown", "csv", "json")
 CHILDREN = "tags.`reweight.role` = 'child' and attributes.status = 'FINISHED'"
 
 
-def connect() -> Any:
-    """Point MLflow at the tracking store (as ``reweight run`` does) and return an MlflowClient;
-    fail in one line if there is no store to read."""
-    import logging
-
-    import mlflow
-
-    from reweight.tracking import check_reachable, tracking_uri
-
-    for noisy in ("mlflow", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    uri = tracking_uri()
-    if uri.startswith("sqlite:///"):
-        path = Path(uri.removeprefix("sqlite:///"))
-        if not path.is_file():
-            raise ReweightError(f"no MLflow store at {path}: run `reweight run` here first, "
-                                "or set MLFLOW_TRACKING_URI")
-    check_reachable(uri)
-    mlflow.set_tracking_uri(uri)
-    return mlflow.MlflowClient()
-
-
 def experiment_name(given: str | None, client: Any) -> str:
     """The experiment to read: as named, from a config file's name, or the store's only one."""
     if given and given.endswith((".yaml", ".yml")) and Path(given).is_file():
@@ -60,41 +39,31 @@ def experiment_name(given: str | None, client: Any) -> str:
         return (raw.get("tracking") or {}).get("experiment") or str(raw.get("name"))
     if given:
         return given
-    names = sorted(e.name for e in _call(client.search_experiments) if e.name != "Default")
+    names = sorted(e.name for e in store_call(client.search_experiments) if e.name != "Default")
     if len(names) != 1:
         raise ReweightError("name the experiment to compare" + (f": one of {', '.join(names)}" if names else
                                                                    "; the tracking store has none"))
     return names[0]
 
 
-def _call(function, *args, **kwargs):
-    try:
-        return function(*args, **kwargs)
-    except ReweightError:
-        raise
-    except Exception as error:  # noqa: BLE001 - a store failure is one problem to a user
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ReweightError(f"cannot read the MLflow tracking store: {first}") from None
-
-
 def child_runs(client: Any, experiment: str, parent: str | None = None, latest: bool = False) -> pd.DataFrame:
     """The finished child runs of ``experiment`` (of one parent run if asked) as a DataFrame."""
     import mlflow
 
-    found = _call(client.get_experiment_by_name, experiment)
+    found = store_call(client.get_experiment_by_name, experiment)
     if found is None:
-        names = sorted(e.name for e in _call(client.search_experiments) if e.name != "Default")
+        names = sorted(e.name for e in store_call(client.search_experiments) if e.name != "Default")
         raise ReweightError(f"no experiment {experiment!r} in the tracking store"
                             + (f" (it has: {', '.join(names)})" if names else ""))
     ids = [found.experiment_id]
     if latest:
-        newest = _call(mlflow.search_runs, ids, "tags.`reweight.role` = 'parent'", max_results=1,
+        newest = store_call(mlflow.search_runs, ids, "tags.`reweight.role` = 'parent'", max_results=1,
                        order_by=["attributes.start_time DESC"])
         if newest.empty:
             raise ReweightError(f"experiment {experiment!r} has no parent run")
         parent = newest["run_id"].iloc[0]
     query = CHILDREN + (f" and tags.mlflow.parentRunId = '{parent}'" if parent else "")
-    runs = _call(mlflow.search_runs, ids, query)
+    runs = store_call(mlflow.search_runs, ids, query)
     if runs.empty:
         raise ReweightError(f"experiment {experiment!r} has no finished child runs"
                             + (f" under parent run {parent}" if parent else ""))
@@ -214,7 +183,7 @@ def records(client: Any, runs: pd.DataFrame, by: list[str], metric: str) -> list
     found = []
     with tempfile.TemporaryDirectory() as tmp:
         for position, (run_id, cell) in enumerate(zip(runs["run_id"], cells)):
-            history = _call(client.get_metric_history, run_id, metric)
+            history = store_call(client.get_metric_history, run_id, metric)
             try:
                 path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=WEIGHTS_FILE,
                                                            dst_path=f"{tmp}/{position}")

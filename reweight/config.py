@@ -51,6 +51,12 @@ class TrackingConfig(BaseModel):
     plots: bool = Field(True, description="Log comparison plots (PNG) on the parent run.")
 
 
+class CheckpointConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    every: int | None = Field(500, ge=1, description="Save every this many steps (null: only at the end).")
+    dir: str = Field("checkpoints", min_length=1, description="Folder of the checkpoint files, one per child run.")
+
+
 # the default plugin of each component section that has one
 DEFAULT_NAMES = {"model": "mlp", "strategy": "soseleto", "granularity": "per_sample", "hypergrad": "one_step"}
 
@@ -73,6 +79,7 @@ class ExperimentConfig(BaseModel):
     hypergrad: Component = _component("hypergrad")
     train: TrainConfig = Field(default_factory=TrainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
 
     @field_validator("seeds", mode="before")
     @classmethod

@@ -9,6 +9,7 @@ a task id) that granularities and metrics use.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 
@@ -127,6 +128,14 @@ class BatchSampler:
         state, self._order, self._cursor = saved
         self.generator.set_state(state)
         return batches
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the sampler stands: the RNG, this epoch's order and the cursor in it."""
+        return {"generator": self.generator.get_state(), "order": self._order.clone(), "cursor": self._cursor}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self._order, self._cursor = state["order"].clone(), state["cursor"]
 
     def next(self) -> Batch:
         if self._whole is not None:

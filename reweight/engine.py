@@ -21,19 +21,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from reweight.data import BatchSampler, BilevelData
-from reweight.errors import ReweightError
+from reweight.errors import NumericalError
 from reweight.hypergrad import Hypergradient, HypergradientProblem
 from reweight.metrics import accuracy, slot_summary, weight_summary
 from reweight.models import BilevelNet, buffers_preserved
 from reweight.strategy import Strategy
-
-
-class NumericalError(ReweightError):
-    """A loss or weight became NaN or infinite."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +69,12 @@ class Engine:
         device = data.source.y.device
         self.last_weights = torch.ones(len(data.source), device=device)  # last weight each example trained with
         self.step_count = 0
+        # Kept on the device so that a step needs no host sync: the source and target losses
+        # summed since the last evaluation, and the first step whose losses were not finite
+        # (-1: none). A non-finite weight makes the weighted source loss non-finite too.
+        self.loss_sums = torch.zeros(2, device=device)
+        self.loss_count = 0
+        self.first_bad_step = torch.tensor(-1, device=device)
 
     def step(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One bilevel step; returns (weighted source loss, target loss), both detached."""
@@ -114,8 +117,60 @@ class Engine:
         self.target_optimizer.step()
 
         self.last_weights[source.index] = weights.to(self.last_weights.dtype)
+        losses = torch.stack([source_loss.detach(), target_loss.detach()]).to(self.loss_sums)
+        self.loss_sums += losses
+        self.loss_count += 1
+        healthy = torch.isfinite(losses).all() | (self.first_bad_step >= 0)
+        self.first_bad_step = torch.where(healthy, self.first_bad_step, self.step_count)
         self.step_count += 1
         return source_loss.detach(), target_loss.detach()
+
+    def check_finite(self) -> None:
+        """Raise ``NumericalError`` if a loss (hence a weight) was NaN or infinite at any step
+        so far. One host sync: call it at evaluations and before checkpoints, not per step."""
+        bad = int(self.first_bad_step)
+        if bad >= 0:
+            raise NumericalError(
+                f"the loss became NaN or infinite at step {bad + 1} (stopped at step {self.step_count}); "
+                "lower train.lr or the strategy's learning rate"
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything that changes while training, so that a rebuilt engine (same config and
+        seed) continues exactly: parameters and buffers, optimizers, the strategy's state, the
+        samplers' positions and the RNG."""
+        rng = {"torch": torch.get_rng_state()}
+        if self.last_weights.is_cuda:
+            rng["cuda"] = torch.cuda.get_rng_state(self.last_weights.device)
+        return {
+            "step": self.step_count,
+            "model": self.model.state_dict(),
+            "inner_optimizer": self.inner_optimizer.state_dict(),
+            "target_optimizer": self.target_optimizer.state_dict(),
+            "strategy": self.strategy.state_dict(),
+            "source_sampler": self.source_sampler.state_dict(),
+            "target_sampler": self.target_sampler.state_dict(),
+            "last_weights": self.last_weights,
+            "loss_sums": self.loss_sums,
+            "loss_count": self.loss_count,
+            "rng": rng,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step_count = state["step"]
+        self.model.load_state_dict(state["model"])
+        self.inner_optimizer.load_state_dict(state["inner_optimizer"])
+        self.target_optimizer.load_state_dict(state["target_optimizer"])
+        self.strategy.load_state_dict(state["strategy"])
+        self.source_sampler.load_state_dict(state["source_sampler"])
+        self.target_sampler.load_state_dict(state["target_sampler"])
+        self.last_weights.copy_(state["last_weights"])
+        self.loss_sums.copy_(state["loss_sums"])
+        self.loss_count = state["loss_count"]
+        self.first_bad_step.fill_(-1)
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and self.last_weights.is_cuda:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.last_weights.device)
 
     @torch.no_grad()
     def source_weights(self) -> torch.Tensor:
@@ -139,6 +194,7 @@ class Engine:
         weights = self.source_weights()
         metrics.update(weight_summary(weights, data.source.meta.get("corrupted")))
         metrics.update(slot_summary(weights, self.strategy.granularity, data.source))
+        self.check_finite()
         bad = [name for name, value in metrics.items() if name != "weight_noise_auc" and not math.isfinite(value)]
         if bad:
             raise NumericalError(f"non-finite {', '.join(bad)} at step {self.step_count}")
@@ -146,28 +202,25 @@ class Engine:
 
     def fit(
         self,
-        steps: int,
+        until: int,
         eval_every: int,
         on_eval: Callable[[int, dict[str, float]], None] = lambda step, metrics: None,
         progress: Callable[[int], None] = lambda advance: None,
+        after_step: Callable[[int], None] = lambda step: None,
     ) -> dict[str, float]:
-        """Train for ``steps`` steps, evaluating every ``eval_every`` and at the end."""
-        running = torch.zeros(2, device=self.last_weights.device)  # summed on the device: no sync per step
-        count = 0
-        end = self.step_count + steps
+        """Train until step ``until`` (from wherever the engine stands: 0, or a restored
+        checkpoint's step), evaluating every ``eval_every`` steps and at the end.
+        ``after_step`` runs after each step and its evaluation (checkpoints, interrupts)."""
         metrics: dict[str, float] = {}
-        for _ in range(steps):
-            source_loss, target_loss = self.step()
-            running += torch.stack([source_loss, target_loss]).to(running)
-            count += 1
+        while self.step_count < until:
+            self.step()
             progress(1)
-            if self.step_count % eval_every == 0 or self.step_count == end:
+            if self.step_count % eval_every == 0 or self.step_count == until:
                 metrics = self.evaluate()
-                metrics["source_loss"] = (running[0] / count).item()
-                metrics["train_target_loss"] = (running[1] / count).item()
-                if not math.isfinite(metrics["source_loss"]):
-                    raise NumericalError(f"non-finite source loss at step {self.step_count}")
-                running.zero_()
-                count = 0
+                means = (self.loss_sums / max(self.loss_count, 1)).tolist()
+                metrics["source_loss"], metrics["train_target_loss"] = means
+                self.loss_sums.zero_()
+                self.loss_count = 0
                 on_eval(self.step_count, metrics)
+            after_step(self.step_count)
         return metrics

@@ -11,3 +11,7 @@ class ConfigError(ReweightError):
 
 class DataError(ReweightError):
     """A data set is missing or unreadable; the message names the file and how to get it."""
+
+
+class NumericalError(ReweightError):
+    """A loss or weight became NaN or infinite."""

@@ -5,20 +5,25 @@ from __future__ import annotations
 
 import json
 import statistics
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import yaml
 from pydantic import BaseModel
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from reweight import checkpoint
+from reweight.checkpoint import CheckpointError
 from reweight.config import ExperimentConfig, flatten, resolved
 from reweight.engine import Engine, TrainSettings
-from reweight.errors import ConfigError
+from reweight.errors import ConfigError, NumericalError
+from reweight.interrupts import Interrupted, StopRequest, stop_on_signal
 from reweight.plugins import registry
 from reweight.sweep import Combination, Plan
-from reweight.tracking import WEIGHTS_FILE, Tracker, weights_csv, weights_frame
+from reweight.tracking import CHECKPOINT_TAG, PLAN_FILE, PLAN_TAG, WEIGHTS_FILE, ChildRun, Tracker, weights_csv, weights_frame
 
 SUMMARY_METRICS = ("test_accuracy", "target_loss", "source_loss", "weight_noise_auc", "weight_harmful_auc")
 SUMMARY_PREFIXES = ("weight_group_", "weight_task_")  # per-slot weights, shown when few enough to name
@@ -121,28 +126,52 @@ def parent_params(plan: Plan) -> dict[str, str] | None:
     return shared
 
 
-def run(plan: Plan, console: Console) -> list[SeedResult]:
-    """Every combination of the plan for every seed: one parent run, one child run each."""
+def run(plan: Plan, console: Console, resume: bool | str = False) -> list[SeedResult]:
+    """Every combination of the plan for every seed: one parent run, one child run each.
+
+    ``resume``: True continues the newest unfinished parent run of the same plan (a new one
+    if there is none), a run id continues that parent run. Finished child runs are kept,
+    unfinished ones continue from their checkpoint, missing ones start."""
     first = plan.combinations[0]
     engine = combination_engine(plan, first, plan.seeds[0])  # data/size problems before any run exists
     tracker = Tracker(plan.experiment)
+    previous = resume if isinstance(resume, str) else tracker.unfinished_parent(plan.fingerprint) if resume else None
+    if resume is True:
+        console.print(f"resuming parent run {previous}" if previous else
+                      "no unfinished run of this plan to resume: starting a new one", markup=False)
+    children = tracker.children(previous) if previous else {}
     parent_config = plan.raw if plan.grid else resolved(first.config, first.options)
     parent_tags = {"reweight.sweep": ",".join(plan.paths)} if plan.grid else {}
+    parent_tags[PLAN_TAG] = plan.fingerprint
     results: list[SeedResult] = []
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
         console=console, disable=not console.is_terminal, transient=True,
     )
-    with tracker.parent(plan.name, parent_config, parent_tags, parent_params(plan)) as parent_id, progress:
+    with stop_on_signal() as stop, progress, tracker.parent(
+        plan.name, parent_config, parent_tags, parent_params(plan), run_id=previous
+    ) as parent_id:
+        if previous is None:
+            tracker.text(yaml.safe_dump(plan.raw, sort_keys=False), PLAN_FILE)
         for combination in plan.combinations:
             mine: list[SeedResult] = []
             for seed in plan.seeds:
-                if engine is None:
-                    engine = combination_engine(plan, combination, seed)
-                mine.append(run_seed(tracker, plan, combination, seed, engine, progress))
+                earlier = children.get(child_name(combination, seed))
+                if earlier and earlier.status == "FINISHED":
+                    metrics, history, table = tracker.finished(earlier.run_id)
+                    mine.append(SeedResult(seed, earlier.run_id, metrics, combination, history, table))
+                    how = f"run={earlier.run_id} (finished earlier)"
+                else:
+                    engine = engine or combination_engine(plan, combination, seed)
+                    if stop.pending:
+                        raise Interrupted(f"{stop.name} before {child_name(combination, seed)} started; "
+                                          f"resume with: reweight resume {parent_id}")
+                    mine.append(run_seed(tracker, plan, combination, seed, engine, progress, stop, parent_id,
+                                         earlier))
+                    how = f"run={mine[-1].run_id}"
                 engine = None
                 console.print(summary_line(f"{plan.name} [{combination.name} seed {seed}]", mine[-1].metrics)
-                              + f" run={mine[-1].run_id}", soft_wrap=True, markup=False)
+                              + f" {how}", soft_wrap=True, markup=False)
             results.extend(mine)
             stats = aggregate(mine) if len(mine) > 1 else {}
             if stats:
@@ -168,27 +197,71 @@ def combination_engine(plan: Plan, combination: Combination, seed: int) -> Engin
         raise ConfigError(f"sweep combination {combination.name}: {error}") from None
 
 
+def child_name(combination: Combination, seed: int) -> str:
+    """The child run's name, unique within its parent run (resuming finds children by it)."""
+    return f"{combination.name.replace(' ', ',')}-seed{seed}"
+
+
 def run_seed(tracker: Tracker, plan: Plan, combination: Combination, seed: int, engine: Engine,
-             progress: Progress) -> SeedResult:
-    """One child run: train, log metrics by step, log the weights file."""
+             progress: Progress, stop: StopRequest, parent_id: str, earlier: ChildRun | None = None) -> SeedResult:
+    """One child run (``earlier``: continue that one from its checkpoint): train, log metrics by
+    step, save checkpoints, log the weights file."""
     config = combination.config
-    task = progress.add_task(f"{combination.name} seed {seed}", total=config.train.steps)
     history: dict[str, list[tuple[int, float]]] = {}
+    latest: dict[str, float] = {}
 
     def on_eval(step: int, values: dict[str, float]) -> None:
         tracker.metrics(values, step)
+        latest.clear()
+        latest.update(values)
         for key, value in values.items():
             history.setdefault(key, []).append((step, value))
 
     child_config = {**resolved(config, combination.options), "seed": seed}
-    name = f"{combination.name.replace(' ', ',')}-seed{seed}"
-    with tracker.child(name, child_config, child_tags(plan, combination, seed)) as run_id:
-        metrics = engine.fit(config.train.steps, config.train.eval_every, on_eval=on_eval,
-                             progress=lambda advance: progress.advance(task, advance))
+    name = child_name(combination, seed)
+    with tracker.child(name, child_config, child_tags(plan, combination, seed),
+                       run_id=earlier and earlier.run_id) as run_id:
+        path = Path(earlier.checkpoint) if earlier and earlier.checkpoint else \
+            (Path(config.checkpoint.dir) / f"{run_id}.pt").absolute()
+        kept: list[int] = []  # the step of the checkpoint on disk, if any
+        if path.is_file():
+            saved = checkpoint.load(path)
+            if saved["run_id"] != run_id:
+                raise CheckpointError(f"{path}: belongs to run {saved['run_id']}, not {run_id}")
+            engine.load_state_dict(saved["engine"])
+            history.update({key: [tuple(point) for point in points] for key, points in saved["history"].items()})
+            latest.update(saved["metrics"])
+            kept.append(engine.step_count)
+            progress.console.print(f"{name}: resuming at step {engine.step_count} from {path}", markup=False)
+        else:
+            tracker.tag(CHECKPOINT_TAG, str(path))
+
+        def save() -> None:
+            engine.check_finite()
+            checkpoint.save(path, {"run_id": run_id, "parent_run_id": parent_id, "engine": engine.state_dict(),
+                                   "history": history, "metrics": dict(latest)})
+            kept[:] = [engine.step_count]
+
+        def after_step(step: int) -> None:
+            if stop.pending:
+                save()
+                raise Interrupted(f"{stop.name} at step {step} of {name}; checkpoint saved to {path}; "
+                                  f"resume with: reweight resume {parent_id}")
+            if config.checkpoint.every and step % config.checkpoint.every == 0:
+                save()
+
+        task = progress.add_task(name, total=config.train.steps, completed=engine.step_count)
+        try:
+            engine.fit(config.train.steps, config.train.eval_every, on_eval=on_eval,
+                       progress=lambda advance: progress.advance(task, advance), after_step=after_step)
+            save()
+        except NumericalError as error:
+            where = f"the last good checkpoint (step {kept[0]}) is kept: {path}" if kept else "no checkpoint was saved"
+            raise NumericalError(f"{name}: {error}; {where}") from None
         table = weights_table(engine)
         tracker.text(weights_csv(table), WEIGHTS_FILE)
     progress.remove_task(task)
-    return SeedResult(seed, run_id, metrics, combination, history, table)
+    return SeedResult(seed, run_id, dict(latest), combination, history, table)
 
 
 def comparison_keys(plan: Plan) -> list[str]:

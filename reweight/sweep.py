@@ -21,6 +21,7 @@ first, so ``strategy.name`` picks the plugin before ``strategy.lr`` sets its opt
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
 import json
 from dataclasses import dataclass, field
@@ -29,12 +30,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from reweight.config import ExperimentConfig, parse_override, set_value, validate
+from reweight.config import ExperimentConfig, parse_override, resolved, set_value, validate
 from reweight.errors import ConfigError
 
 MAX_COMBINATIONS = 10_000
 NOT_SWEPT = {"name": "it names the whole experiment", "seeds": "list them in `seeds`",
-             "sweep": "a sweep cannot sweep itself", "tracking": "all combinations log to one experiment"}
+             "sweep": "a sweep cannot sweep itself", "tracking": "all combinations log to one experiment",
+             "checkpoint": "all combinations save alike"}
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,14 @@ class Plan:
     @property
     def experiment(self) -> str:
         return self.first.tracking.experiment or self.first.name
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies what the plan computes (every combination's resolved config and the
+        seeds, not where it logs or saves), so that ``--resume`` finds the same plan's runs."""
+        configs = [{key: value for key, value in resolved(c.config, c.options).items()
+                    if key not in ("tracking", "checkpoint")} for c in self.combinations]
+        return hashlib.sha256(json.dumps(configs, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def seeds(self) -> list[int]:

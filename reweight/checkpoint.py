@@ -1,0 +1,78 @@
+"""Checkpoint files: one per child run, rewritten atomically, never holding a NaN.
+
+A checkpoint holds the engine's state (``Engine.state_dict``: parameters, optimizers, the
+strategy's weights, samplers, RNG), the MLflow run ids and the metric history so far. A
+rebuilt engine with the same config and seed that loads it continues bit for bit where the
+saved one stood. Files are written to a temporary name in the same folder and renamed over
+the old one, so a kill while saving leaves the previous checkpoint whole.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reweight.errors import NumericalError, ReweightError
+
+FORMAT = 1
+
+
+class CheckpointError(ReweightError):
+    """A checkpoint file is unreadable or does not belong to the run being resumed."""
+
+
+def non_finite(state: Any, path: str = "") -> str | None:
+    """The path of the first floating tensor in ``state`` holding a NaN or infinity, if any."""
+    if isinstance(state, torch.Tensor):
+        if state.is_floating_point() and not bool(torch.isfinite(state).all()):
+            return path or "(tensor)"
+        return None
+    items = state.items() if isinstance(state, dict) else enumerate(state) if isinstance(state, (list, tuple)) else ()
+    for key, value in items:
+        found = non_finite(value, f"{path}.{key}" if path else str(key))
+        if found:
+            return found
+    return None
+
+
+def save(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename)."""
+    bad = non_finite(state)
+    if bad:  # a checkpoint must always be a state training can continue from
+        raise NumericalError(f"refusing to save a checkpoint with a non-finite value in {bad}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with temporary.open("wb") as handle:
+            torch.save({"format": FORMAT, **state}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    try:  # make the rename itself durable
+        folder = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(folder)
+    except OSError:
+        pass
+    finally:
+        os.close(folder)
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Read a checkpoint (tensors only, no pickled code), mapped to the CPU."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint missing") from None
+    except Exception as error:  # noqa: BLE001 - torch raises many kinds for a damaged file
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(error).__name__}: {error})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a reweight checkpoint (format {FORMAT})")
+    return state
