@@ -3,7 +3,7 @@ line on stderr, ``error: ...``, naming the problem (the field path, the file, th
 URI), with no traceback; ``--debug`` shows the traceback. A plugin that fails is a one-line
 warning naming it, and the run goes on with the others.
 
-The table below is the one in docs/errors.md: a new kind of bad input gets a row in both.
+docs/errors.md shows the messages of these cases: a new kind of bad input gets a row in both.
 """
 
 from __future__ import annotations
@@ -65,6 +65,16 @@ def canonical_but_not_original_test_split(root: Path) -> None:
     zeros = np.zeros((10_000, 28, 28), np.uint8)
     (folder / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(datafiles.idx_bytes(zeros)))
     (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(datafiles.idx_bytes(np.arange(10_000) % 10)))
+
+
+def canonical_but_not_original_cifar_test_batch(root: Path) -> None:
+    """A CIFAR-10 test batch of the canonical 10,000 examples (all zero images) that is not CIFAR-10."""
+    import pickle
+
+    folder = root / "cifar-10-batches-py"
+    datafiles.write_cifar(folder)
+    batch = {b"data": np.zeros((10_000, 3072), np.uint8), b"labels": [k % 10 for k in range(10_000)]}
+    (folder / "test_batch").write_bytes(pickle.dumps(batch))
 
 
 @dataclass
@@ -152,6 +162,13 @@ CASES = [
           ", expected 2646ac647ad5339dbf082846283269ea): corrupted or not the original file; "
           "run `reweight data download mnist`"],
          data=canonical_but_not_original_test_split),
+    Case("cifar10-checksum-mismatch", config(IMAGES, **{"data.dataset": "cifar10"}),
+         ["{root}/cifar-10-batches-py/test_batch: checksum mismatch (md5 ",
+          ", expected 40351d587109b95175f43aff81a1287e): corrupted or not the original file; "
+          "run `reweight data download cifar10`"],
+         data=canonical_but_not_original_cifar_test_batch),
+    Case("too-few-images-per-class", config(IMAGES, **{"data.target_per_class": 13}),
+         ["data.target_per_class: class 0 has 12 examples, fewer than the 13 requested"], data=mnist),
     Case("unreachable-tracking-uri", SYNTHETIC,
          ["cannot reach the MLflow tracking server http://127.0.0.1:{port}: [Errno 111] Connection refused"],
          env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:{port}"}),
