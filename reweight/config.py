@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from reweight.errors import ConfigError
-from reweight.plugins import Registry, registry
+from reweight.plugins import Registry, describe, registry
 
 
 class Component(BaseModel):
@@ -66,12 +66,13 @@ def _component(section: str) -> Any:
 
 
 MAX_SEEDS = 10_000  # a count is expanded into a list, so it must stay small
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what every random generator accepts, offsets included
 
 
 class ExperimentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1)
-    seeds: list[int] = Field(default=[0], min_length=1, description="A list of seeds, or a count n for 0..n-1.")
+    seeds: list[Seed] = Field(default=[0], min_length=1, description="A list of seeds, or a count n for 0..n-1.")
     data: Component
     model: Component = _component("model")
     strategy: Component = _component("strategy")
@@ -106,12 +107,20 @@ SECTIONS = {
 }
 
 
+def path_part(part: Any) -> str:
+    """A key as written in a field path; quoted when it would be unreadable or ambiguous there."""
+    if isinstance(part, int) or (isinstance(part, str) and part.isprintable() and part.strip() == part and part
+                                 and "." not in part):
+        return str(part)
+    return repr(part)
+
+
 def _first_error(error: ValidationError, prefix: tuple[Any, ...] = ()) -> str:
     details = error.errors()[0]
     loc = (*prefix, *details["loc"])
     if details["type"] == "nested_options":  # a plugin component inside options (e.g. data.sources.0.data)
         loc = (*loc, *details["ctx"]["loc"])
-    path = ".".join(str(part) for part in loc) or "(top level)"
+    path = ".".join(path_part(part) for part in loc) or "(top level)"
     message = details["msg"]
     if details["type"] == "extra_forbidden":
         message = "unknown field"
@@ -139,19 +148,24 @@ def validate(raw: Any, plugins: Registry | None = None) -> tuple[ExperimentConfi
             options[section] = component.options.model_validate(spec.raw_options)
         except ValidationError as error:
             raise ConfigError(_first_error(error, (section,))) from None
+        except Exception as error:  # noqa: BLE001 - a plugin's validator raised something pydantic does not wrap
+            raise ConfigError(f"{section}: the options of {kind} {spec.name!r} (plugin {component.plugin!r}) "
+                              f"could not be checked ({describe(error)})") from None
     return config, options
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``train.steps=100`` -> (["train", "steps"], 100); the value is read as YAML."""
+    """``train.steps=100`` -> (["train", "steps"], 100); the value is read as YAML (a value that
+    is not YAML, or that YAML cannot construct such as a date of 30 February, stays text)."""
     key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. train.steps=100")
+    path = key.strip().split(".")
+    if not sep or not all(part.strip() for part in path):
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE with KEY a dotted field path, e.g. train.steps=100")
     try:
         parsed = yaml.safe_load(value)
-    except yaml.YAMLError:
+    except Exception:  # noqa: BLE001 - YAMLError, or ValueError/OverflowError from a constructor
         parsed = value
-    return key.strip().split("."), parsed
+    return [part.strip() for part in path], parsed
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -201,12 +215,20 @@ def load_raw(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {error.start}: {error.reason})") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the config ({error.strerror or error})") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(error, "problem", None) or "malformed YAML"
         raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+    except Exception as error:  # noqa: BLE001 - YAML's constructors raise plain errors: a date of 30 February, ...
+        raise ConfigError(f"{path}: malformed YAML: a value YAML cannot read ({describe(error)})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the config must be a mapping of fields")
     return raw

@@ -2,7 +2,15 @@
 
 
 class ReweightError(Exception):
-    """Base class: a problem the user can fix (bad config, missing data, ...)."""
+    """Base class: a problem the user can fix (bad config, missing data, ...).
+
+    The message is kept to one line, whatever it quotes (a library's multi-line error, a key
+    with a line break in it): line breaks become spaces."""
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (" ".join(args[0].splitlines()),)
+        super().__init__(*args)
 
 
 class ConfigError(ReweightError):

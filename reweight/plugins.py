@@ -91,6 +91,14 @@ class Registry:
             raise KeyError(f"unknown {kind} {name!r} (installed: {installed})") from None
 
 
+def describe(error: BaseException) -> str:
+    """``RuntimeError: boom``, on one line (a plugin's exception may span several)."""
+    text = " ".join(str(error).split())
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 def _distribution(module_name: str) -> tuple[str, str]:
     """(package, version) of the distribution that ships a top-level module."""
     top = module_name.split(".")[0]
@@ -118,7 +126,7 @@ def plugin_manager() -> tuple[pluggy.PluginManager, dict[str, tuple[str, str]], 
         try:
             manager.register(entry_point.load(), name=entry_point.name)
         except Exception as error:  # noqa: BLE001 - any plugin bug must not stop the others
-            problems.append(f"plugin {entry_point.name!r} failed to load: {error}")
+            problems.append(f"plugin {entry_point.name!r} failed to load ({describe(error)})")
             continue
         dist = entry_point.dist
         origins[entry_point.name] = (dist.name, dist.version) if dist else ("unknown", "unknown")
@@ -138,6 +146,10 @@ def registry() -> Registry:
                          _kind: str = kind, _plugin: str = impl.plugin_name,
                          _package: str = package, _version: str = version) -> None:
                 options = options or getattr(factory, "Options", NoOptions)
+                if not isinstance(name, str) or not name:
+                    raise TypeError(f"a {_kind} name must be a non-empty string, got {name!r}")
+                if not (isinstance(options, type) and issubclass(options, BaseModel)):
+                    raise TypeError(f"{_kind} {name!r}: options must be a pydantic model class, got {options!r}")
                 earlier = found.components.get((_kind, name))
                 if earlier is not None:
                     found.problems.append(f"{_kind} {name!r} from plugin {_plugin!r} replaces the one from {earlier.plugin!r}")
@@ -146,5 +158,6 @@ def registry() -> Registry:
             try:
                 impl.function(register=register)
             except Exception as error:  # noqa: BLE001
-                found.problems.append(f"plugin {impl.plugin_name!r} failed to register {kind}s: {error}")
+                what = hook_name.removeprefix("register_")
+                found.problems.append(f"plugin {impl.plugin_name!r} failed to register {what} ({describe(error)})")
     return found

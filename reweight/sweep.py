@@ -109,7 +109,10 @@ def label(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, (dict, list)):
-        return json.dumps(value, separators=(", ", ": "))
+        try:  # YAML may hold dates, bytes, keys JSON cannot have, even a list inside itself
+            return json.dumps(value, separators=(", ", ": "), default=str)
+        except (TypeError, ValueError):
+            return str(value)
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip()
 
 
@@ -159,6 +162,8 @@ def _covers(fixed: str, swept: str) -> bool:
 
 def expand(raw: dict[str, Any], overrides: list[str] = ()) -> Plan:
     """Apply ``--set`` overrides, expand the sweep and validate every combination."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"the config must be a mapping of fields, got {type(raw).__name__}")
     raw = copy.deepcopy(raw)
     grid = parse_grid(raw.pop("sweep", None))
     for text in overrides:

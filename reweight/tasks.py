@@ -37,7 +37,7 @@ class DatasetRef(BaseModel):
 
     @model_validator(mode="after")
     def _validate_options(self) -> DatasetRef:
-        from reweight.plugins import registry
+        from reweight.plugins import describe, registry
 
         try:
             component = registry().get("dataset", self.name)
@@ -49,6 +49,9 @@ class DatasetRef(BaseModel):
             first = error.errors()[0]
             message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
             raise PydanticCustomError(NESTED_ERROR, "{msg}", {"loc": tuple(first["loc"]), "msg": message}) from None
+        except Exception as error:  # noqa: BLE001 - a plugin's validator raised something pydantic does not wrap
+            message = f"the options of dataset {self.name!r} could not be checked ({describe(error)})"
+            raise PydanticCustomError(NESTED_ERROR, "{msg}", {"loc": (), "msg": message}) from None
         return self
 
     @model_serializer

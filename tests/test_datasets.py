@@ -200,3 +200,65 @@ def test_transfer_with_mismatched_shapes_says_what_to_set(data_root):
 def test_too_many_per_class_names_the_field(data_root):
     with pytest.raises(DataError, match="data.target_per_class: class 0 has 12 examples"):
         build_noisy_labels(NoisyLabelsOptions(dataset="mnist", data_root=str(data_root), target_per_class=13), 0)
+
+
+# --- checksums of canonical files --------------------------------------------------------
+
+def file_md5(path) -> str:
+    import hashlib
+
+    raw = path.read_bytes()
+    return hashlib.md5(gzip.decompress(raw) if path.suffix == ".gz" else raw).hexdigest()
+
+
+@pytest.mark.parametrize(("name", "folder", "file", "count"), [
+    ("mnist", "MNIST/raw", "train-images-idx3-ubyte.gz", 120),
+    ("fashion_mnist", "FashionMNIST/raw", "train-labels-idx1-ubyte", 120),
+    ("svhn", "svhn", "train_32x32.mat", 120),
+    ("cifar10", "cifar-10-batches-py", "data_batch_2", 24),
+])
+def test_a_file_with_the_canonical_count_must_match_its_md5(tmp_path, monkeypatch, name, folder, file, count):
+    """The fixtures stand in for the canonical files by declaring their count canonical."""
+    import dataclasses
+
+    from reweight.datasets import catalog
+
+    datafiles.write_data_root(tmp_path)
+    path = tmp_path / folder / file
+    key = file.removesuffix(".gz")
+    real = dataclasses.replace(catalog.IMAGE_SETS[name], checksums={key: (count, file_md5(path))})
+    monkeypatch.setitem(catalog.IMAGE_SETS, name, real)
+    load_split(name, "train", tmp_path)  # the right md5: read as before
+    wrong = dataclasses.replace(real, checksums={key: (count, "0" * 32)})
+    monkeypatch.setitem(catalog.IMAGE_SETS, name, wrong)
+    catalog._load.cache_clear()
+    with pytest.raises(DataError) as caught:
+        load_split(name, "train", tmp_path)
+    assert str(caught.value) == (f"{path}: checksum mismatch (md5 {file_md5(path)}, expected {'0' * 32}): corrupted or "
+                                 f"not the original file; {real.hint(tmp_path / folder)}")
+    other = dataclasses.replace(real, checksums={key: (count + 1, "0" * 32)})  # another count: structure only
+    monkeypatch.setitem(catalog.IMAGE_SETS, name, other)
+    catalog._load.cache_clear()
+    load_split(name, "train", tmp_path)
+
+
+def test_a_recompressed_canonical_idx_file_still_matches(tmp_path):
+    folder = tmp_path / "MNIST" / "raw"
+    datafiles.write_idx_set(folder)
+    path = folder / "t10k-labels-idx1-ubyte.gz"
+    md5 = file_md5(path)
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes()), compresslevel=1, mtime=12345))
+    labels = read_idx(path, "hint", {"t10k-labels-idx1-ubyte": (40, md5)})
+    assert labels.shape == (40,)
+
+
+def test_the_catalog_knows_the_md5_of_every_published_file():
+    from reweight.datasets.catalog import IMAGE_SETS
+
+    for name, image_set in IMAGE_SETS.items():
+        names = {n for split in image_set.files.values() for n in split}
+        if image_set.format == "parquet":
+            assert not image_set.checksums, name
+        else:
+            assert set(image_set.checksums) == names, name
+            assert all(len(md5) == 32 and int(md5, 16) >= 0 for _, md5 in image_set.checksums.values())

@@ -5,6 +5,12 @@ Files are checked structurally while they are read (magic numbers, declared size
 bytes present, counts of images against labels); any problem is a ``DataError`` naming the
 file, what is wrong, and the hint the caller passes (how to get the file again).
 
+A reader may also be given the published checksums of a set's canonical files (``Checksums``:
+file name -> (example count, md5)). A file holding exactly the canonical count of examples is
+taken to be the canonical file, and the md5 of the bytes already read (for IDX files: the
+decompressed bytes, so a re-compressed ``.gz`` is still the canonical file) must match; a file
+with any other count (an export of one's own, a small test fixture) is checked structurally only.
+
 Formats:
 
 - IDX (MNIST, Fashion-MNIST): ``*-idx3-ubyte`` / ``*-idx1-ubyte``, gzip-compressed or not.
@@ -18,9 +24,11 @@ Formats:
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import pickle
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +40,29 @@ IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtyp
              0x0E: np.dtype(">f8")}
 
 
+Checksums = Mapping[str, tuple[int, str]]  # file name (without .gz) -> (canonical example count, md5)
+
+
 def _bad(path: Path, problem: str, hint: str) -> DataError:
     return DataError(f"{path}: {problem}; {hint}")
 
 
-def read_idx(path: Path, hint: str) -> np.ndarray:
+def _canonical_name(path: Path) -> str:
+    return path.name.removesuffix(".gz")
+
+
+def verify(path: Path, raw: bytes, count: int, checksums: Checksums | None, hint: str) -> None:
+    """If ``path`` holds the canonical count of examples of a known file, its md5 must match."""
+    known = (checksums or {}).get(_canonical_name(path))
+    if known is None or count != known[0]:
+        return
+    actual = hashlib.md5(raw, usedforsecurity=False).hexdigest()
+    if actual != known[1]:
+        raise _bad(path, f"checksum mismatch (md5 {actual}, expected {known[1]}): corrupted or not the original file",
+                   hint)
+
+
+def read_idx(path: Path, hint: str, checksums: Checksums | None = None) -> np.ndarray:
     """One IDX file (plain or ``.gz``) as a numpy array of its declared shape."""
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
@@ -54,6 +80,7 @@ def read_idx(path: Path, hint: str) -> np.ndarray:
     expected = 4 + 4 * dims + int(np.prod(shape)) * dtype.itemsize
     if len(raw) != expected:
         raise _bad(path, f"{len(raw)} bytes but its header declares {expected} (truncated or corrupted)", hint)
+    verify(path, raw, shape[0], checksums, hint)
     return np.frombuffer(raw, dtype=dtype, offset=4 + 4 * dims).reshape(shape)
 
 
@@ -63,40 +90,44 @@ def _pair(x: np.ndarray, y: np.ndarray, path: Path, hint: str) -> tuple[torch.Te
     return torch.from_numpy(np.array(x, dtype=np.uint8)), torch.from_numpy(y.astype(np.int64))
 
 
-def read_idx_pair(images: Path, labels: Path, hint: str) -> tuple[torch.Tensor, torch.Tensor]:
-    x = read_idx(images, hint)
+def read_idx_pair(images: Path, labels: Path, hint: str,
+                  checksums: Checksums | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    x = read_idx(images, hint, checksums)
     if x.ndim != 3 or x.dtype != np.uint8:
         raise _bad(images, f"expected uint8 images of shape (N, H, W), got {x.dtype} {x.shape}", hint)
-    y = read_idx(labels, hint)
+    y = read_idx(labels, hint, checksums)
     if y.ndim != 1:
         raise _bad(labels, f"expected one label per image, got shape {y.shape}", hint)
     return _pair(x[:, None], y, labels, hint)
 
 
-def read_svhn_mat(path: Path, hint: str) -> tuple[torch.Tensor, torch.Tensor]:
+def read_svhn_mat(path: Path, hint: str, checksums: Checksums | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     from scipy.io import loadmat
 
     if not path.is_file():
         raise DataError(f"{path}: missing; {hint}")
     try:
-        mat = loadmat(str(path))
+        raw = path.read_bytes()
+        mat = loadmat(io.BytesIO(raw))
         x, y = mat["X"], mat["y"].reshape(-1)
     except Exception as error:  # noqa: BLE001 - scipy raises many kinds for a damaged file
         raise _bad(path, f"not a readable SVHN .mat file ({type(error).__name__}: {error})", hint) from None
     if x.ndim != 4 or x.shape[:3] != (32, 32, 3):
         raise _bad(path, f"expected X of shape (32, 32, 3, N), got {x.shape}", hint)
+    verify(path, raw, x.shape[3], checksums, hint)
     y = np.where(y == 10, 0, y)
     return _pair(x.transpose(3, 2, 0, 1), y, path, hint)
 
 
-def read_cifar_batches(paths: list[Path], hint: str) -> tuple[torch.Tensor, torch.Tensor]:
+def read_cifar_batches(paths: list[Path], hint: str,
+                       checksums: Checksums | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = [], []
     for path in paths:
         if not path.is_file():
             raise DataError(f"{path}: missing; {hint}")
         try:
-            with path.open("rb") as handle:
-                batch = pickle.load(handle, encoding="bytes")
+            raw = path.read_bytes()
+            batch = pickle.loads(raw, encoding="bytes")
             data = np.asarray(batch[b"data"], dtype=np.uint8)
             labels = np.asarray(batch.get(b"labels", batch.get(b"fine_labels")), dtype=np.int64)
         except Exception as error:  # noqa: BLE001
@@ -105,6 +136,7 @@ def read_cifar_batches(paths: list[Path], hint: str) -> tuple[torch.Tensor, torc
             raise _bad(path, f"expected data of shape (N, 3072), got {data.shape}", hint)
         if len(data) != len(labels):
             raise _bad(path, f"{len(data)} images but {len(labels)} labels", hint)
+        verify(path, raw, len(data), checksums, hint)
         xs.append(data.reshape(-1, 3, 32, 32))
         ys.append(labels)
     return _pair(np.concatenate(xs), np.concatenate(ys), paths[-1], hint)
