@@ -133,6 +133,11 @@ def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(tracking_dir, 
     step = state["engine"]["step"]
     assert f"(step {step})" in error and f"stopped at step {step + 1}" in error
 
+    path.write_bytes(b"damaged")  # resuming the failed run then meets a checkpoint it cannot read
+    assert main(["run", BENCHMARK, "--set", "train.steps=300", "--set", "train.lr=1e38", "--resume"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"error: {path}: unreadable checkpoint (") and "\n" not in error
+
 
 # --- end to end, with real processes ---------------------------------------------------------
 

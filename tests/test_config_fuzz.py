@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from reweight.config import SECTIONS, TrainConfig, TrackingConfig, load_raw, validate
+from reweight.config import SECTIONS, CheckpointConfig, TrainConfig, TrackingConfig, load_raw, validate
 from reweight.errors import ConfigError
 from reweight.plugins import Component, registry
 from reweight.sweep import expand
@@ -34,8 +34,9 @@ def plugin_fields() -> dict[str, tuple[list[str], list[str]]]:
 
 
 FIELDS = plugin_fields()
-TOP = ["name", "seeds", "sweep", *SECTIONS, "train", "tracking"]
-NESTED_FIELDS = {"train": sorted(TrainConfig.model_fields), "tracking": sorted(TrackingConfig.model_fields)}
+NESTED_FIELDS = {"train": sorted(TrainConfig.model_fields), "tracking": sorted(TrackingConfig.model_fields),
+                 "checkpoint": sorted(CheckpointConfig.model_fields)}
+TOP = ["name", "seeds", "sweep", *SECTIONS, *NESTED_FIELDS]
 EVERY_NAME = sorted({*TOP, *(f for _, fs in FIELDS.values() for f in fs), *(n for ns, _ in FIELDS.values() for n in ns),
                      *(f for fs in NESTED_FIELDS.values() for f in fs), "method", "noise", "rate", "kind", "task"})
 
@@ -62,7 +63,7 @@ def nested(name: str) -> st.SearchStrategy:
 configs = st.fixed_dictionaries(
     {},
     optional={"name": st.text(max_size=4) | scalars, "seeds": values,
-              **{name: section(name) for name in SECTIONS}, "train": nested("train"), "tracking": nested("tracking")},
+              **{name: section(name) for name in SECTIONS}, **{name: nested(name) for name in NESTED_FIELDS}},
 ) | st.dictionaries(keys, values, max_size=6) | values
 
 
