@@ -10,6 +10,9 @@ the old one, so a kill while saving leaves the previous checkpoint whole.
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,16 +46,20 @@ def save(path: Path, state: dict[str, Any]) -> None:
     bad = non_finite(state)
     if bad:  # a checkpoint must always be a state training can continue from
         raise NumericalError(f"refusing to save a checkpoint with a non-finite value in {bad}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with temporary.open("wb") as handle:
             torch.save({"format": FORMAT, **state}, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot save the checkpoint ({error.strerror or error})") from None
     finally:
         temporary.unlink(missing_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed while saving
+        stale.unlink(missing_ok=True)
     try:  # make the rename itself durable
         folder = os.open(path.parent, os.O_RDONLY)
     except OSError:
@@ -72,7 +79,39 @@ def load(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: checkpoint missing") from None
     except Exception as error:  # noqa: BLE001 - torch raises many kinds for a damaged file
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(error).__name__}: {error})") from None
+        first = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().split("\n")[0][:200]
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(error).__name__}: {first})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a reweight checkpoint (format {FORMAT})")
     return state
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before training, not at the first save hours later, if checkpoints cannot go there."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise CheckpointError(f"{folder}: cannot write checkpoints there ({error.strerror or error}); "
+                              "set checkpoint.dir") from None
+
+
+@contextmanager
+def exclusive(lock: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``lock`` for the block, so that two processes never
+    train the same runs; fail at once if another process holds it. (No lock where the
+    platform has no ``fcntl``.)"""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with lock.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CheckpointError(f"another process is running these runs (it holds {lock}); "
+                                  "wait for it to end, or stop it first") from None
+        yield

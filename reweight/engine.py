@@ -183,6 +183,7 @@ class Engine:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
+        self.check_finite()
         model, data = self.model, self.data
         model.eval()
         target = data.target.all()
@@ -192,9 +193,10 @@ class Engine:
             "target_loss": model.target_loss(target).item(),
         }
         weights = self.source_weights()
+        if not bool(torch.isfinite(weights).all()):
+            raise NumericalError(f"a source weight is NaN or infinite at step {self.step_count}")
         metrics.update(weight_summary(weights, data.source.meta.get("corrupted")))
         metrics.update(slot_summary(weights, self.strategy.granularity, data.source))
-        self.check_finite()
         bad = [name for name, value in metrics.items() if name != "weight_noise_auc" and not math.isfinite(value)]
         if bad:
             raise NumericalError(f"non-finite {', '.join(bad)} at step {self.step_count}")

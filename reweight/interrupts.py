@@ -18,9 +18,12 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Interrupted(ReweightError):
-    """Training stopped on request; the message says where the checkpoint is and how to resume."""
+    """Training stopped on request; the message says where the checkpoint is and how to resume.
+    The exit code is the shell's for the signal: 130 for SIGINT, 143 for SIGTERM."""
 
-    exit_code = 130
+    def __init__(self, message: str, signal_number: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + int(signal_number)
 
 
 class StopRequest:
@@ -45,13 +48,14 @@ def stop_on_signal() -> Iterator[StopRequest]:
         yield request
         return
     previous = {number: signal.getsignal(number) for number in SIGNALS}
+    previous = {number: old for number, old in previous.items() if old is not signal.SIG_IGN}  # stay ignored
 
     def handler(number, frame) -> None:
         request.signal = number
         for other, old in previous.items():  # a second signal acts at once
             signal.signal(other, old)
 
-    for number in SIGNALS:
+    for number in previous:
         signal.signal(number, handler)
     try:
         yield request

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 import statistics
+from contextlib import ExitStack
 from pathlib import Path
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 import yaml
@@ -16,27 +15,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from reweight import checkpoint
-from reweight.checkpoint import CheckpointError
+from reweight.child_run import SeedResult, child_name, run_seed
 from reweight.config import ExperimentConfig, flatten, resolved
 from reweight.engine import Engine, TrainSettings
-from reweight.errors import ConfigError, NumericalError
-from reweight.interrupts import Interrupted, StopRequest, stop_on_signal
+from reweight.errors import ConfigError, NumericalError, ReweightError
+from reweight.interrupts import Interrupted, stop_on_signal
 from reweight.plugins import registry
 from reweight.sweep import Combination, Plan
-from reweight.tracking import CHECKPOINT_TAG, PLAN_FILE, PLAN_TAG, WEIGHTS_FILE, ChildRun, Tracker, weights_csv, weights_frame
+from reweight.tracking import PLAN_FILE, PLAN_TAG, Tracker
 
 SUMMARY_METRICS = ("test_accuracy", "target_loss", "source_loss", "weight_noise_auc", "weight_harmful_auc")
 SUMMARY_PREFIXES = ("weight_group_", "weight_task_")  # per-slot weights, shown when few enough to name
-
-
-@dataclass
-class SeedResult:
-    seed: int
-    run_id: str
-    metrics: dict[str, float]
-    combination: Combination | None = None
-    history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
-    table: Any = None  # the weights file's rows, a pandas DataFrame
 
 
 def resolve_device(name: str) -> torch.device:
@@ -85,36 +74,6 @@ def summary_line(name: str, metrics: dict[str, float]) -> str:
     return f"{name}: " + " ".join(f"{key}={metrics[key]:.4f}" for key in summary_keys(metrics))
 
 
-def weights_table(engine: Engine):
-    """The final weight of every source example, with what the benchmark knows about it."""
-    source = engine.data.source
-    granularity = engine.strategy.granularity
-    slot_of = granularity.slots(source.all())
-    names = granularity.slot_names()
-    slots = None
-    if not torch.equal(slot_of.cpu(), torch.arange(len(source))):  # per-sample weights need no slot column
-        slots = [names[k] for k in slot_of.tolist()] if names else [str(k) for k in slot_of.tolist()]
-    return weights_frame(engine.source_weights().cpu(), source.meta.get("corrupted"), slots, source.meta.get("harmful"))
-
-
-def child_tags(plan: Plan, combination: Combination, seed: int) -> dict[str, str]:
-    """What each child run is grouped by: its components, seed and (in a sweep) swept values."""
-    config = combination.config
-    tags = {
-        "strategy": config.strategy.name,
-        "granularity": config.granularity.name,
-        "hypergrad": config.hypergrad.name,
-        "dataset": config.data.name,
-        "model": config.model.name,
-        "seed": str(seed),
-    }
-    if plan.grid:
-        tags["reweight.sweep"] = ",".join(plan.paths)
-        tags["reweight.combination"] = combination.name
-        tags.update({f"sweep.{path}": text for path, text in combination.labels.items()})
-    return tags
-
-
 def parent_params(plan: Plan) -> dict[str, str] | None:
     """Without a sweep: the flattened resolved config (None). With one: the fields every
     combination shares, and ``sweep.<path>`` = the swept values."""
@@ -131,11 +90,17 @@ def run(plan: Plan, console: Console, resume: bool | str = False) -> list[SeedRe
 
     ``resume``: True continues the newest unfinished parent run of the same plan (a new one
     if there is none), a run id continues that parent run. Finished child runs are kept,
-    unfinished ones continue from their checkpoint, missing ones start."""
+    unfinished ones continue from their checkpoint, missing ones start. A child run that
+    diverges (NaN) fails alone; the others still run, and the command fails at the end."""
     first = plan.combinations[0]
     engine = combination_engine(plan, first, plan.seeds[0])  # data/size problems before any run exists
+    folder = Path(first.config.checkpoint.dir).absolute()
+    checkpoint.check_writable(folder)
     tracker = Tracker(plan.experiment)
     previous = resume if isinstance(resume, str) else tracker.unfinished_parent(plan.fingerprint) if resume else None
+    if isinstance(resume, str) and tracker.fingerprint(resume) not in (None, plan.fingerprint):
+        raise ReweightError(f"run {resume}: its config resolves differently now (the defaults or a plugin changed "
+                            "since it started), so it cannot continue exactly; start a new run")
     if resume is True:
         console.print(f"resuming parent run {previous}" if previous else
                       "no unfinished run of this plan to resume: starting a new one", markup=False)
@@ -144,48 +109,83 @@ def run(plan: Plan, console: Console, resume: bool | str = False) -> list[SeedRe
     parent_tags = {"reweight.sweep": ",".join(plan.paths)} if plan.grid else {}
     parent_tags[PLAN_TAG] = plan.fingerprint
     results: list[SeedResult] = []
+    diverged: list[str] = []
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
         console=console, disable=not console.is_terminal, transient=True,
     )
-    with stop_on_signal() as stop, progress, tracker.parent(
-        plan.name, parent_config, parent_tags, parent_params(plan), run_id=previous
-    ) as parent_id:
+    with ExitStack() as stack:
+        if previous:  # before reopening it: a run another process is training must stay untouched
+            stack.enter_context(checkpoint.exclusive(folder / f"{previous}.lock"))
+        stop = stack.enter_context(stop_on_signal())
+        stack.enter_context(progress)
+        parent_id = stack.enter_context(tracker.parent(plan.name, parent_config, parent_tags, parent_params(plan),
+                                                       run_id=previous))
         if previous is None:
+            stack.enter_context(checkpoint.exclusive(folder / f"{parent_id}.lock"))
             tracker.text(yaml.safe_dump(plan.raw, sort_keys=False), PLAN_FILE)
-        for combination in plan.combinations:
-            mine: list[SeedResult] = []
-            for seed in plan.seeds:
-                earlier = children.get(child_name(combination, seed))
-                if earlier and earlier.status == "FINISHED":
-                    metrics, history, table = tracker.finished(earlier.run_id)
-                    mine.append(SeedResult(seed, earlier.run_id, metrics, combination, history, table))
-                    how = f"run={earlier.run_id} (finished earlier)"
-                else:
-                    engine = engine or combination_engine(plan, combination, seed)
+        try:
+            for combination in plan.combinations:
+                mine: list[SeedResult] = []
+                for seed in plan.seeds:
+                    name = child_name(combination, seed)
+                    earlier = children.get(name)
                     if stop.pending:
-                        raise Interrupted(f"{stop.name} before {child_name(combination, seed)} started; "
-                                          f"resume with: reweight resume {parent_id}")
-                    mine.append(run_seed(tracker, plan, combination, seed, engine, progress, stop, parent_id,
-                                         earlier))
-                    how = f"run={mine[-1].run_id}"
-                engine = None
-                console.print(summary_line(f"{plan.name} [{combination.name} seed {seed}]", mine[-1].metrics)
-                              + f" {how}", soft_wrap=True, markup=False)
-            results.extend(mine)
-            stats = aggregate(mine) if len(mine) > 1 else {}
-            if stats:
-                if not plan.grid:  # with a sweep, one parent run holds many combinations: compare them instead
-                    tracker.metrics(stats, step=combination.config.train.steps)
-                shown = " ".join(f"{key}={stats[key + '_mean']:.4f}±{stats[key + '_std']:.4f}"
-                                 for key in summary_keys(mine[0].metrics))
-                console.print(f"{plan.name} [{combination.name}, {len(mine)} seeds]: {shown} parent={parent_id}",
-                              soft_wrap=True, markup=False)
-        if first.config.tracking.plots:
-            log_plots(tracker, plan, results)
-    if plan.grid:
+                        raise Interrupted(f"{stop.name} before {name} started; resume with: reweight resume "
+                                          f"{parent_id}", stop.signal)
+                    if earlier and earlier.diverged:
+                        console.print(f"{name}: diverged earlier (run={earlier.run_id}); not run again",
+                                      markup=False)
+                        diverged.append(name)
+                        continue
+                    if earlier and earlier.status == "FINISHED":
+                        metrics, history, table = tracker.finished(earlier.run_id)
+                        mine.append(SeedResult(seed, earlier.run_id, metrics, combination, history, table))
+                        how = f"run={earlier.run_id} (finished earlier)"
+                    else:
+                        engine = engine or combination_engine(plan, combination, seed)
+                        try:
+                            mine.append(run_seed(tracker, plan, combination, seed, engine, progress, stop,
+                                                 parent_id, earlier))
+                        except NumericalError as error:
+                            if len(plan.combinations) * len(plan.seeds) == 1:
+                                raise
+                            console.print(f"error: {error}", markup=False, soft_wrap=True)
+                            diverged.append(name)
+                            continue
+                        finally:
+                            engine = None
+                        how = f"run={mine[-1].run_id}"
+                    console.print(summary_line(f"{plan.name} [{combination.name} seed {seed}]", mine[-1].metrics)
+                                  + f" {how}", soft_wrap=True, markup=False)
+                results.extend(mine)
+                summarize_seeds(tracker, plan, combination, mine, console, parent_id)
+            if first.config.tracking.plots and results:
+                log_plots(tracker, plan, results)
+            if diverged:
+                raise NumericalError(f"{len(diverged)} child run{'s' * (len(diverged) > 1)} diverged (NaN or "
+                                     f"infinite loss): {', '.join(diverged)}; the others are logged under parent "
+                                     f"run {parent_id}")
+        except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint now, but the periodic ones are kept
+            raise Interrupted(f"interrupted; the last periodic checkpoints are kept; resume with: "
+                              f"reweight resume {parent_id}") from None
+    if plan.grid and results:
         print_comparison(plan, results, console, parent_id)
     return results
+
+
+def summarize_seeds(tracker: Tracker, plan: Plan, combination: Combination, mine: list[SeedResult],
+                    console: Console, parent_id: str) -> None:
+    """Mean ± std over a combination's seeds: printed, and logged on the parent without a sweep."""
+    stats = aggregate(mine) if len(mine) > 1 else {}
+    if not stats:
+        return
+    if not plan.grid:  # with a sweep, one parent run holds many combinations: compare them instead
+        tracker.metrics(stats, step=combination.config.train.steps)
+    shown = " ".join(f"{key}={stats[key + '_mean']:.4f}±{stats[key + '_std']:.4f}"
+                     for key in summary_keys(mine[0].metrics))
+    console.print(f"{plan.name} [{combination.name}, {len(mine)} seeds]: {shown} parent={parent_id}",
+                  soft_wrap=True, markup=False)
 
 
 def combination_engine(plan: Plan, combination: Combination, seed: int) -> Engine:
@@ -195,73 +195,6 @@ def combination_engine(plan: Plan, combination: Combination, seed: int) -> Engin
         if not plan.grid:
             raise
         raise ConfigError(f"sweep combination {combination.name}: {error}") from None
-
-
-def child_name(combination: Combination, seed: int) -> str:
-    """The child run's name, unique within its parent run (resuming finds children by it)."""
-    return f"{combination.name.replace(' ', ',')}-seed{seed}"
-
-
-def run_seed(tracker: Tracker, plan: Plan, combination: Combination, seed: int, engine: Engine,
-             progress: Progress, stop: StopRequest, parent_id: str, earlier: ChildRun | None = None) -> SeedResult:
-    """One child run (``earlier``: continue that one from its checkpoint): train, log metrics by
-    step, save checkpoints, log the weights file."""
-    config = combination.config
-    history: dict[str, list[tuple[int, float]]] = {}
-    latest: dict[str, float] = {}
-
-    def on_eval(step: int, values: dict[str, float]) -> None:
-        tracker.metrics(values, step)
-        latest.clear()
-        latest.update(values)
-        for key, value in values.items():
-            history.setdefault(key, []).append((step, value))
-
-    child_config = {**resolved(config, combination.options), "seed": seed}
-    name = child_name(combination, seed)
-    with tracker.child(name, child_config, child_tags(plan, combination, seed),
-                       run_id=earlier and earlier.run_id) as run_id:
-        path = Path(earlier.checkpoint) if earlier and earlier.checkpoint else \
-            (Path(config.checkpoint.dir) / f"{run_id}.pt").absolute()
-        kept: list[int] = []  # the step of the checkpoint on disk, if any
-        if path.is_file():
-            saved = checkpoint.load(path)
-            if saved["run_id"] != run_id:
-                raise CheckpointError(f"{path}: belongs to run {saved['run_id']}, not {run_id}")
-            engine.load_state_dict(saved["engine"])
-            history.update({key: [tuple(point) for point in points] for key, points in saved["history"].items()})
-            latest.update(saved["metrics"])
-            kept.append(engine.step_count)
-            progress.console.print(f"{name}: resuming at step {engine.step_count} from {path}", markup=False)
-        else:
-            tracker.tag(CHECKPOINT_TAG, str(path))
-
-        def save() -> None:
-            engine.check_finite()
-            checkpoint.save(path, {"run_id": run_id, "parent_run_id": parent_id, "engine": engine.state_dict(),
-                                   "history": history, "metrics": dict(latest)})
-            kept[:] = [engine.step_count]
-
-        def after_step(step: int) -> None:
-            if stop.pending:
-                save()
-                raise Interrupted(f"{stop.name} at step {step} of {name}; checkpoint saved to {path}; "
-                                  f"resume with: reweight resume {parent_id}")
-            if config.checkpoint.every and step % config.checkpoint.every == 0:
-                save()
-
-        task = progress.add_task(name, total=config.train.steps, completed=engine.step_count)
-        try:
-            engine.fit(config.train.steps, config.train.eval_every, on_eval=on_eval,
-                       progress=lambda advance: progress.advance(task, advance), after_step=after_step)
-            save()
-        except NumericalError as error:
-            where = f"the last good checkpoint (step {kept[0]}) is kept: {path}" if kept else "no checkpoint was saved"
-            raise NumericalError(f"{name}: {error}; {where}") from None
-        table = weights_table(engine)
-        tracker.text(weights_csv(table), WEIGHTS_FILE)
-    progress.remove_task(task)
-    return SeedResult(seed, run_id, dict(latest), combination, history, table)
 
 
 def comparison_keys(plan: Plan) -> list[str]:

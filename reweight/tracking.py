@@ -53,6 +53,7 @@ PLAN_TAG = "reweight.plan"  # on the parent run: the plan's fingerprint, found b
 
 
 CHECKPOINT_TAG = "reweight.checkpoint"  # on a child run: where its checkpoint file is
+DIVERGED_TAG = "reweight.diverged"  # on a child run that stopped on a NaN or infinite loss
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class ChildRun:
     run_id: str
     status: str  # MLflow's: RUNNING, FINISHED, FAILED, KILLED
     checkpoint: str | None  # the file its checkpoints went to
+    diverged: bool = False
 
 
 def import_mlflow():
@@ -190,6 +192,10 @@ class Tracker:
                           order_by=["attributes.start_time DESC"], max_results=100)
         return next((r.info.run_id for r in runs if r.info.status != "FINISHED"), None)
 
+    def fingerprint(self, run_id: str) -> str | None:
+        """The plan fingerprint a parent run was started with."""
+        return store_call(self.client.get_run, run_id).data.tags.get(PLAN_TAG)
+
     def children(self, parent_id: str) -> dict[str, ChildRun]:
         """A parent run's child runs by name. Of runs sharing a name the finished one wins,
         else the newest."""
@@ -200,7 +206,8 @@ class Tracker:
         for r in runs:
             earlier = found.get(r.info.run_name)
             if earlier is None or earlier.status != "FINISHED":
-                found[r.info.run_name] = ChildRun(r.info.run_id, r.info.status, r.data.tags.get(CHECKPOINT_TAG))
+                found[r.info.run_name] = ChildRun(r.info.run_id, r.info.status, r.data.tags.get(CHECKPOINT_TAG),
+                                                  r.data.tags.get(DIVERGED_TAG) == "true")
         return found
 
     def finished(self, run_id: str) -> tuple[dict[str, float], dict[str, list[tuple[int, float]]], Any]:

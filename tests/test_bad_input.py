@@ -108,6 +108,8 @@ CASES = [
     Case("negative-lr", config(SYNTHETIC, **{"train.lr": -0.1}), ["train.lr: Input should be greater than 0"]),
     Case("noise-rate-above-1", config(IMAGES, **{"data.noise": {"rate": 1.5}}),
          ["data.noise.rate: Input should be less than or equal to 1"], data=mnist),
+    Case("checkpoint-dir-not-writable", config(SYNTHETIC, checkpoint={"dir": "/proc/reweight-checkpoints"}),
+         ["/proc/reweight-checkpoints: cannot write checkpoints there (", "); set checkpoint.dir"]),
     Case("checkpoint-every-0", config(SYNTHETIC, checkpoint={"every": 0}),
          ["checkpoint.every: Input should be greater than or equal to 1"]),
     Case("seed-count-0", config(SYNTHETIC, seeds=0), ["seeds: Value error, a seed count must be between 1 and 10000"]),

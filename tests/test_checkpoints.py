@@ -32,11 +32,20 @@ STRATEGIES = {
 }
 
 
-def small_engine(strategy: str, hypergrad: str = "one_step"):
+HYPERGRADS = {
+    "one_step": {"name": "one_step"},
+    "unrolled": {"name": "unrolled", "steps": 2},
+    "lookahead": {"name": "one_step", "at": "lookahead"},
+    "higher": {"name": "unrolled", "steps": 2, "backend": "higher"},
+}
+
+
+def small_engine(strategy: str, hypergrad: str = "one_step", granularity: str = "per_sample"):
     config, options = validate({
         "name": "t", "data": {"name": "synthetic_2d", "n_source": 40, "n_target": 10, "n_test": 20},
         "model": {"name": "mlp", "hidden": [8]}, "strategy": STRATEGIES[strategy],
-        "hypergrad": {"name": hypergrad, **({"steps": 2} if hypergrad == "unrolled" else {})},
+        "hypergrad": HYPERGRADS[hypergrad],
+        "granularity": {"name": "per_group", "by": "kmeans", "k": 5} if granularity == "kmeans" else granularity,
         "train": {"source_batch_size": 16, "target_batch_size": 4, "eval_every": 4},
     })
     return build_engine(config, options, seed=3)
@@ -49,13 +58,17 @@ def snapshot(engine) -> dict[str, torch.Tensor]:
     return state
 
 
-@pytest.mark.parametrize("hypergrad", ["one_step", "unrolled"])
-@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+VARIANTS = [(strategy, hypergrad, "per_sample") for strategy in sorted(STRATEGIES) for hypergrad in ("one_step", "unrolled")]
+VARIANTS += [("soseleto", "lookahead", "per_sample"), ("meta_weight_net", "higher", "per_sample"),
+             ("soseleto", "one_step", "kmeans"), ("meta_weight_net", "unrolled", "kmeans")]
+
+
+@pytest.mark.parametrize(("strategy", "hypergrad", "granularity"), VARIANTS)
 @settings(max_examples=3, deadline=None)
 @given(stop=st.integers(1, 13))
-def test_a_restored_engine_continues_bit_for_bit(tmp_path_factory, strategy, hypergrad, stop):
+def test_a_restored_engine_continues_bit_for_bit(tmp_path_factory, strategy, hypergrad, granularity, stop):
     path = tmp_path_factory.mktemp("ckpt") / "run.pt"
-    straight = small_engine(strategy, hypergrad)
+    straight = small_engine(strategy, hypergrad, granularity)
 
     def save_once(step: int) -> None:  # as the runner saves: after a step and its evaluation
         if step == stop:
@@ -64,7 +77,7 @@ def test_a_restored_engine_continues_bit_for_bit(tmp_path_factory, strategy, hyp
     expected_metrics = straight.fit(14, eval_every=4, after_step=save_once)  # training goes on after the save
     expected = snapshot(straight)
 
-    resumed = small_engine(strategy, hypergrad)
+    resumed = small_engine(strategy, hypergrad, granularity)
     resumed.load_state_dict(checkpoint.load(path)["engine"])
     assert resumed.step_count == stop
     metrics = resumed.fit(14, eval_every=4)
@@ -92,7 +105,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatc
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", crash)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match=r"run\.pt: cannot save the checkpoint \(disk full\)"):
         checkpoint.save(path, {"step": 2, "x": torch.zeros(3)})
     assert checkpoint.load(path)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["run.pt"]  # no temporary file left behind
@@ -119,24 +132,119 @@ def test_unreadable_checkpoints_are_one_line_errors(tmp_path):
         checkpoint.load(tmp_path / "none.pt")
 
 
-def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(tracking_dir, capsys):
+@pytest.mark.parametrize("every", ["1", "null"])  # null: only evaluations meet the NaN
+def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(tracking_dir, capsys, every):
     from reweight.cli import main
 
     code = main(["run", BENCHMARK, "--set", "train.steps=300", "--set", "train.lr=1e38",
-                 "--set", "checkpoint.every=1"])
+                 "--set", f"checkpoint.every={every}"])
     error = capsys.readouterr().err.strip()
     assert code == 2 and len(error.splitlines()) == 1, error
-    assert "the loss became NaN or infinite at step" in error and "last good checkpoint (step" in error
-    [path] = (tracking_dir / "checkpoints").iterdir()
+    assert error.startswith("error: soseleto-seed0: the loss became NaN or infinite at step"), error
+    saved = list((tracking_dir / "checkpoints").glob("*.pt"))
+    if every == "null":
+        assert saved == [] and error.endswith("stopped at step 100); lower train.lr or the strategy's learning "
+                                              "rate; no checkpoint was saved")
+        return
+    [path] = saved
     state = checkpoint.load(path)
     assert checkpoint.non_finite(state) is None
     step = state["engine"]["step"]
     assert f"(step {step})" in error and f"stopped at step {step + 1}" in error
+    parents, children = runs(tracking_dir)
+    assert list(parents["status"]) == list(children["status"]) == ["FAILED"]
 
-    path.write_bytes(b"damaged")  # resuming the failed run then meets a checkpoint it cannot read
-    assert main(["run", BENCHMARK, "--set", "train.steps=300", "--set", "train.lr=1e38", "--resume"]) == 2
+
+def test_a_diverging_combination_fails_alone_and_stays_failed_on_resume(tracking_dir, capsys):
+    from reweight.cli import main
+
+    args = ["run", BENCHMARK, "--set", "sweep.train.lr=[1.0e+38, 0.1]", "--set", "train.steps=20",
+            "--set", "train.eval_every=10", "--set", "tracking.plots=false"]
+    assert main(args) == 2
+    out, err = capsys.readouterr()
+    assert "error: train.lr=1.0e+38-seed0: the loss became NaN or infinite" in out
+    assert "synthetic_2d [train.lr=0.1 seed 0]: test_accuracy=" in out
+    assert err.strip().startswith("error: 1 child run diverged (NaN or infinite loss): train.lr=1.0e+38-seed0;")
+    _, children = runs(tracking_dir)
+    status = dict(zip(children["tags.reweight.combination"], children["status"]))
+    assert status == {"train.lr=1.0e+38": "FAILED", "train.lr=0.1": "FINISHED"}
+
+    assert main([*args, "--resume"]) == 2  # nothing runs again: one finished, one diverged for good
+    out, _ = capsys.readouterr()
+    assert "train.lr=1.0e+38-seed0: diverged earlier" in out and "(finished earlier)" in out
+    assert len(runs(tracking_dir)[1]) == 2
+
+
+class StopAfter:
+    """Stands for a signal arriving after ``polls`` checks of the stop request."""
+
+    def __init__(self, polls: int, number: int) -> None:
+        self.polls, self.number = polls, number
+
+    @property
+    def pending(self) -> bool:
+        self.polls -= 1
+        return self.polls < 0
+
+    @property
+    def signal(self) -> int:
+        return self.number
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.number).name
+
+
+def interrupted_run(tracking_dir, capsys, number=signal.SIGTERM):
+    """A run stopped at step 30 as by ``number``: (exit code, stderr, parent id, checkpoint)."""
+    from reweight import runner
+    from reweight.cli import main
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner, "stop_on_signal", lambda: contextlib.nullcontext(StopAfter(30, number)))
+        code = main(["run", BENCHMARK, "--set", "train.steps=100", "--set", "checkpoint.every=10"])
+    error = capsys.readouterr().err.strip()
+    parents, _ = runs(tracking_dir)
+    [path] = (tracking_dir / "checkpoints").glob("*.pt")
+    return code, error, parents["run_id"].iloc[0], path
+
+
+def test_sigterm_exits_143_and_a_damaged_checkpoint_is_one_line(tracking_dir, capsys):
+    from reweight.cli import main
+
+    code, error, parent_id, path = interrupted_run(tracking_dir, capsys)
+    assert code == 143 and error.startswith("stopped: SIGTERM at step 30 of soseleto-seed0;"), error
+    assert checkpoint.load(path)["engine"]["step"] == 30
+    path.write_bytes(b"damaged")
+    assert main(["resume", parent_id]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith(f"error: {path}: unreadable checkpoint (") and "\n" not in error
+
+
+def test_a_run_held_by_another_process_is_not_resumed(tracking_dir, capsys):
+    from reweight.cli import main
+
+    _, _, parent_id, path = interrupted_run(tracking_dir, capsys)
+    lock = path.parent / f"{parent_id}.lock"
+    with checkpoint.exclusive(lock):
+        assert main(["resume", parent_id]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (f"error: another process is running these runs (it holds {lock}); "
+                     "wait for it to end, or stop it first")
+    parents, children = runs(tracking_dir)
+    assert list(parents["status"]) == ["KILLED"] and list(children["status"]) == ["KILLED"]  # untouched
+
+
+def test_a_run_whose_config_now_resolves_differently_is_not_resumed(tracking_dir, capsys):
+    import mlflow
+
+    from reweight.cli import main
+    from reweight.tracking import PLAN_TAG
+
+    _, _, parent_id, _ = interrupted_run(tracking_dir, capsys)
+    mlflow.MlflowClient().set_tag(parent_id, PLAN_TAG, "0" * 16)  # as if a default had changed since
+    assert main(["resume", parent_id]) == 2
+    assert "its config resolves differently now" in capsys.readouterr().err
 
 
 # --- end to end, with real processes ---------------------------------------------------------
@@ -179,14 +287,32 @@ def runs(cwd: Path):
     return found[found["tags.reweight.role"] == "parent"], found[found["tags.reweight.role"] == "child"]
 
 
-def final_state(cwd: Path) -> tuple[dict[str, float], str]:
-    """The finished child run's final metrics and its weights file."""
+def final_state(cwd: Path) -> tuple[dict[str, float], str, dict]:
+    """The finished child run's final metrics, its weights file and its final engine state."""
     import mlflow
 
     _, children = runs(cwd)
     [run_id] = children["run_id"]
     metrics = mlflow.MlflowClient().get_run(run_id).data.metrics
-    return metrics, mlflow.artifacts.load_text(f"runs:/{run_id}/weights.csv")
+    [path] = (cwd / "checkpoints").glob("*.pt")
+    engine = checkpoint.load(path)["engine"]
+    return metrics, mlflow.artifacts.load_text(f"runs:/{run_id}/weights.csv"), engine
+
+
+def assert_identical(state, expected, path: str = "engine") -> None:
+    """Every tensor bit for bit, every other value equal."""
+    if isinstance(expected, torch.Tensor):
+        assert torch.equal(state, expected), path
+    elif isinstance(expected, dict):
+        assert state.keys() == expected.keys(), path
+        for key in expected:
+            assert_identical(state[key], expected[key], f"{path}.{key}")
+    elif isinstance(expected, (list, tuple)):
+        assert len(state) == len(expected), path
+        for k, (a, b) in enumerate(zip(state, expected)):
+            assert_identical(a, b, f"{path}.{k}")
+    else:
+        assert state == expected, path
 
 
 @pytest.fixture(scope="module")
@@ -212,10 +338,11 @@ def test_killed_then_resumed_ends_exactly_as_an_uninterrupted_run(tmp_path, unin
     parents_after, children_after = runs(tmp_path)
     assert len(parents_after) == 1 and len(children_after) == 1  # the same runs, continued
     assert set(parents_after["status"]) == set(children_after["status"]) == {"FINISHED"}
-    metrics, weights = final_state(tmp_path)
-    expected_metrics, expected_weights = uninterrupted
+    metrics, weights, engine = final_state(tmp_path)
+    expected_metrics, expected_weights, expected_engine = uninterrupted
     assert weights == expected_weights
     assert metrics == expected_metrics
+    assert_identical(engine, expected_engine)  # parameters, optimizers, α, samplers, RNG: bit for bit
 
 
 def test_ctrl_c_saves_marks_the_runs_killed_and_says_how_to_resume(tmp_path, uninterrupted):
@@ -236,7 +363,9 @@ def test_ctrl_c_saves_marks_the_runs_killed_and_says_how_to_resume(tmp_path, uni
                              capture_output=True, text=True, timeout=600)  # a child's id finds its parent
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming at step {step}" in resumed.stdout
-    assert final_state(tmp_path) == uninterrupted
+    metrics, weights, engine = final_state(tmp_path)
+    assert (metrics, weights) == uninterrupted[:2]
+    assert_identical(engine, uninterrupted[2])
 
     again = subprocess.run(command("resume", parent_id), cwd=tmp_path, env=environment(), capture_output=True,
                            text=True, timeout=600)
