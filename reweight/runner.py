@@ -128,6 +128,7 @@ def run(plan: Plan, console: Console, resume: bool | str = False) -> list[SeedRe
             for combination in plan.combinations:
                 mine: list[SeedResult] = []
                 for seed in plan.seeds:
+                    ready, engine = engine, None  # the engine built up front is the first child's only
                     name = child_name(combination, seed)
                     earlier = children.get(name)
                     if stop.pending:
@@ -143,18 +144,16 @@ def run(plan: Plan, console: Console, resume: bool | str = False) -> list[SeedRe
                         mine.append(SeedResult(seed, earlier.run_id, metrics, combination, history, table))
                         how = f"run={earlier.run_id} (finished earlier)"
                     else:
-                        engine = engine or combination_engine(plan, combination, seed)
                         try:
-                            mine.append(run_seed(tracker, plan, combination, seed, engine, progress, stop,
-                                                 parent_id, earlier))
+                            mine.append(run_seed(tracker, plan, combination, seed,
+                                                 ready or combination_engine(plan, combination, seed), progress,
+                                                 stop, parent_id, earlier))
                         except NumericalError as error:
                             if len(plan.combinations) * len(plan.seeds) == 1:
                                 raise
                             console.print(f"error: {error}", markup=False, soft_wrap=True)
                             diverged.append(name)
                             continue
-                        finally:
-                            engine = None
                         how = f"run={mine[-1].run_id}"
                     console.print(summary_line(f"{plan.name} [{combination.name} seed {seed}]", mine[-1].metrics)
                                   + f" {how}", soft_wrap=True, markup=False)

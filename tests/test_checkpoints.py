@@ -412,3 +412,29 @@ def test_resume_of_an_unknown_run_is_one_line(tracking_dir, capsys):
     assert main(["resume", "0123456789abcdef"]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: cannot read the MLflow tracking store:") and "\n" not in error
+
+
+def test_a_resume_after_a_finished_seed_builds_the_next_seed_afresh(tracking_dir, capsys):
+    """Seed 0 finished and seed 1 stopped part-way: the resumed seed 1 must end exactly as in an
+    uninterrupted run (a resume once trained seed 1 on the engine built for seed 0)."""
+    from reweight import runner
+    from reweight.cli import main
+
+    args = ["run", BENCHMARK, "--set", "seeds=[0, 1]", "--set", "train.steps=60", "--set", "train.eval_every=20",
+            "--set", "checkpoint.every=10", "--set", "tracking.plots=false"]
+    with pytest.MonkeyPatch.context() as patch:  # seed 0: 1 + 60 polls; seed 1: 1 + 25 polls
+        patch.setattr(runner, "stop_on_signal", lambda: contextlib.nullcontext(StopAfter(86, signal.SIGINT)))
+        assert main(args) == 130
+    assert "stopped: SIGINT at step 25 of soseleto-seed1" in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 0
+    assert "soseleto-seed1: resuming at step 25" in capsys.readouterr().out
+    assert main(args) == 0  # the same plan, uninterrupted
+    parents, children = runs(tracking_dir)
+    assert len(parents) == 2 and set(children["status"]) == {"FINISHED"}
+    by_parent = {parent: frame.set_index("tags.seed")["metrics.test_accuracy"].to_dict()
+                 for parent, frame in children.groupby("tags.mlflow.parentRunId")}
+    resumed, straight = by_parent.values()
+    assert resumed == straight
+    source_loss = {parent: frame.set_index("tags.seed")["metrics.source_loss"].to_dict()
+                   for parent, frame in children.groupby("tags.mlflow.parentRunId")}
+    assert len({tuple(sorted(v.items())) for v in source_loss.values()}) == 1
