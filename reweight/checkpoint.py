@@ -10,6 +10,7 @@ the old one, so a kill while saving leaves the previous checkpoint whole.
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -79,7 +80,10 @@ def load(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: checkpoint missing") from None
     except Exception as error:  # noqa: BLE001 - torch raises many kinds for a damaged file
-        first = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().split("\n")[0][:200]
+        if isinstance(error, pickle.UnpicklingError):  # torch's own text here is advice about weights_only
+            first = "damaged, or not a file that reweight wrote"
+        else:
+            first = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().split("\n")[0].split(". ")[0][:200]
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(error).__name__}: {first})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a reweight checkpoint (format {FORMAT})")

@@ -122,8 +122,14 @@ def test_a_non_finite_state_is_never_written(tmp_path, bad):
 def test_unreadable_checkpoints_are_one_line_errors(tmp_path):
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="unreadable checkpoint"):
+    with pytest.raises(CheckpointError, match=r"unreadable checkpoint \(UnpicklingError: damaged, or not a file "
+                                              r"that reweight wrote\)$"):
         checkpoint.load(garbage)
+    truncated = tmp_path / "truncated.pt"
+    checkpoint.save(truncated, {"x": torch.ones(1000)})
+    truncated.write_bytes(truncated.read_bytes()[:2000])
+    with pytest.raises(CheckpointError, match=r"unreadable checkpoint \(RuntimeError: [^\n.]*\)$"):
+        checkpoint.load(truncated)
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.ones(2)}, foreign)
     with pytest.raises(CheckpointError, match="not a reweight checkpoint"):
