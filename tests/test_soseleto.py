@@ -87,3 +87,57 @@ def test_init_outside_bounds_is_rejected():
 
     with pytest.raises(pydantic.ValidationError, match="lower <= init <= upper"):
         SoseletoOptions(init=1.5)
+
+
+def _one_engine_step(target_weight: float | None):
+    """One engine step of SOSELETO (plain SGD, no momentum) on a fixed random problem; returns
+    the model before and after, and the weight table."""
+    import copy
+
+    from reweight.engine import Engine, TrainSettings
+    from reweight.hypergrad import OneStep, OneStepOptions
+    from tests.conftest import random_problem
+
+    model, data = random_problem(3)
+    before = copy.deepcopy(model)
+    options = SoseletoOptions(lr=5.0) if target_weight is None else SoseletoOptions(lr=5.0, target_weight=target_weight)
+    strategy = Soseleto(options, PerSample(NoOptions(), data.source), torch.device("cpu"))
+    settings = TrainSettings(source_batch_size=4, lr=0.1, momentum=0.0, target_lr=0.1)
+    engine = Engine(model, strategy, OneStep(OneStepOptions()), data, settings, seed=0)
+    engine.step()
+    return before, model, strategy.alpha, data
+
+
+def test_target_weight_defaults_to_the_papers_rule():
+    assert SoseletoOptions().target_weight == 0.0
+    strategy, _ = table()
+    assert strategy.representation_target_weight() == 0.0
+    _, default, alpha_default, _ = _one_engine_step(None)
+    _, zero, alpha_zero, _ = _one_engine_step(0.0)
+    for mine, theirs in zip(default.parameters(), zero.parameters()):
+        assert torch.equal(mine, theirs)
+    assert torch.equal(alpha_default, alpha_zero)
+
+
+def test_target_weight_lets_the_target_loss_train_theta():
+    """θ's step gains exactly −lr · c · ∇_θ L_t; the weights and the heads are unchanged."""
+    c = 0.7
+    before, plain, alpha_plain, data = _one_engine_step(0.0)
+    _, mixed, alpha_mixed, _ = _one_engine_step(c)
+    assert torch.equal(alpha_plain, alpha_mixed)
+    target_loss = before.target_loss(data.target.all())
+    theta = list(before.representation.parameters())
+    expected = torch.autograd.grad(target_loss, theta)
+    for p_plain, p_mixed, g in zip(plain.representation.parameters(), mixed.representation.parameters(), expected):
+        torch.testing.assert_close(p_plain - p_mixed, 0.1 * c * g)
+    assert any(not torch.equal(a, b) for a, b in zip(plain.representation.parameters(), mixed.representation.parameters()))
+    for name in ("source_head", "target_head"):
+        for a, b in zip(getattr(plain, name).parameters(), getattr(mixed, name).parameters()):
+            assert torch.equal(a, b)
+
+
+def test_target_weight_must_not_be_negative():
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError):
+        SoseletoOptions(target_weight=-1.0)

@@ -25,6 +25,12 @@ class SoseletoOptions(BaseModel):
     init: float = Field(0.5, ge=0, description="Initial weight of every slot (the authors use 0.5).")
     lower: float = Field(0.0, ge=0, description="Lower clip bound of the weights.")
     upper: float = Field(1.0, gt=0, description="Upper clip bound of the weights.")
+    target_weight: float = Field(
+        0.0,
+        ge=0,
+        description="c: θ also descends c times the target loss directly (0, the paper's method: "
+        "the target reaches θ only through the weights).",
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> SoseletoOptions:
@@ -44,6 +50,9 @@ class Soseleto(Strategy):
 
     def weights(self, batch, losses):
         return self.alpha[self.granularity.slots(batch)]
+
+    def representation_target_weight(self):
+        return self.options.target_weight
 
     def update(self, gradients):
         step = sum(self.granularity.slot_gradient(g.batch, g.grad.to(self.alpha.dtype)) for g in gradients)
