@@ -177,8 +177,11 @@ class Engine:
         """The weight of every source example under the strategy's current state (or the last
         weight each was trained with, for strategies without standing weights)."""
         self.model.eval()
-        everything = self.data.source.all()
-        weights = self.strategy.weights(everything, self.model.source_losses(everything))
+        source = self.data.source
+        everything = source.all()
+        chunks = everything.index.split(4096)  # one forward over a whole image set would hold all activations
+        losses = torch.cat([self.model.source_losses(source.gather(chunk)) for chunk in chunks])
+        weights = self.strategy.weights(everything, losses)
         return self.last_weights.clone() if weights is None else weights.float()
 
     @torch.no_grad()

@@ -161,3 +161,18 @@ def test_a_shared_head_needs_one_label_space():
     data.target_classes = 2
     with pytest.raises(ConfigError, match="model.shared_head"):
         build_mlp(MLPOptions(shared_head=True), data)
+
+
+def test_source_weights_over_a_large_set_are_computed_in_chunks_without_changing_them():
+    """More source examples than one chunk: the same weights as one forward over the whole set."""
+    from reweight.config import validate
+    from reweight.runner import build_engine
+
+    config, options = validate({"name": "t", "data": {"name": "synthetic_2d", "n_source": 9000, "n_target": 10},
+                                "model": {"name": "mlp", "hidden": [8]}, "strategy": "meta_weight_net"})
+    engine = build_engine(config, options, seed=0)
+    engine.fit(3, eval_every=3)
+    everything = engine.data.source.all()
+    with torch.no_grad():
+        expected = engine.strategy.weights(everything, engine.model.source_losses(everything))
+    torch.testing.assert_close(engine.source_weights(), expected.float())
