@@ -75,6 +75,7 @@ class Engine:
         self.loss_sums = torch.zeros(2, device=device)
         self.loss_count = 0
         self.first_bad_step = torch.tensor(-1, device=device)
+        self._weights: torch.Tensor | None = None  # source_weights() at the current state, once computed
 
     def step(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One bilevel step; returns (weighted source loss, target loss), both detached."""
@@ -120,6 +121,7 @@ class Engine:
         losses = torch.stack([source_loss.detach(), target_loss.detach()]).to(self.loss_sums)
         self.loss_sums += losses
         self.loss_count += 1
+        self._weights = None
         healthy = torch.isfinite(losses).all() | (self.first_bad_step >= 0)
         self.first_bad_step = torch.where(healthy, self.first_bad_step, self.step_count)
         self.step_count += 1
@@ -168,6 +170,7 @@ class Engine:
         self.loss_sums.copy_(state["loss_sums"])
         self.loss_count = state["loss_count"]
         self.first_bad_step.fill_(-1)
+        self._weights = None
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and self.last_weights.is_cuda:
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.last_weights.device)
@@ -175,14 +178,18 @@ class Engine:
     @torch.no_grad()
     def source_weights(self) -> torch.Tensor:
         """The weight of every source example under the strategy's current state (or the last
-        weight each was trained with, for strategies without standing weights)."""
+        weight each was trained with, for strategies without standing weights). Computed once per
+        state: the last evaluation and the weights file share one pass over the source set."""
+        if self._weights is not None:
+            return self._weights.clone()
         self.model.eval()
         source = self.data.source
         everything = source.all()
         chunks = everything.index.split(4096)  # one forward over a whole image set would hold all activations
         losses = torch.cat([self.model.source_losses(source.gather(chunk)) for chunk in chunks])
         weights = self.strategy.weights(everything, losses)
-        return self.last_weights.clone() if weights is None else weights.float()
+        self._weights = self.last_weights.clone() if weights is None else weights.float()
+        return self._weights.clone()
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:

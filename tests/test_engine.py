@@ -176,3 +176,22 @@ def test_source_weights_over_a_large_set_are_computed_in_chunks_without_changing
     with torch.no_grad():
         expected = engine.strategy.weights(everything, engine.model.source_losses(everything))
     torch.testing.assert_close(engine.source_weights(), expected.float())
+
+
+def test_source_weights_are_computed_once_per_state_and_never_stale():
+    from reweight.config import validate
+    from reweight.runner import build_engine
+
+    config, options = validate({"name": "t", "data": {"name": "synthetic_2d", "n_source": 64, "n_target": 10},
+                                "model": {"name": "mlp", "hidden": [8]}, "strategy": "meta_weight_net"})
+    engine = build_engine(config, options, seed=0)
+    before = engine.source_weights()
+    engine.step()  # the weight network and the losses move: the weights must be computed again
+    everything = engine.data.source.all()
+    with torch.no_grad():
+        expected = engine.strategy.weights(everything, engine.model.source_losses(everything)).float()
+    after = engine.source_weights()
+    assert not torch.equal(after, before)
+    torch.testing.assert_close(after, expected)
+    after.zero_()  # callers get copies
+    torch.testing.assert_close(engine.source_weights(), expected)
