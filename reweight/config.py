@@ -12,10 +12,19 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from reweight.errors import ConfigError
 from reweight.plugins import Registry, describe, registry
@@ -32,6 +41,29 @@ class Component(BaseModel):
         return dict(self.model_extra or {})
 
 
+class ScheduleConfig(BaseModel):
+    """How the learning rates of θ, φˢ and φᵗ change over the run (the strategy's own rate, λ_α,
+    stays constant)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["constant", "cosine", "step"] = "constant"
+    milestones: list[Annotated[int, Field(ge=1)]] = Field(
+        default=[], description="step: the steps at which the rates are multiplied by gamma."
+    )
+    gamma: float = Field(0.1, gt=0, le=1, description="step: the factor applied at each milestone.")
+    final: float = Field(0.0, ge=0, le=1, description="cosine: the rates at the last step, as a fraction of the first.")
+
+    @model_validator(mode="after")
+    def _fits_the_kind(self) -> ScheduleConfig:
+        if self.kind == "step" and not self.milestones:
+            raise ValueError("a step schedule needs milestones, e.g. [10000, 15000]")
+        if self.kind != "step" and self.milestones:
+            raise ValueError(f"milestones belong to kind: step, not kind: {self.kind}")
+        if self.milestones != sorted(set(self.milestones)):
+            raise ValueError("milestones must increase")
+        return self
+
+
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     steps: int = Field(2000, ge=1)
@@ -43,6 +75,16 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     target_lr: float = Field(0.1, gt=0, description="Learning rate of the target head φᵗ.")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda, cuda:N.")
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+
+    @field_validator("schedule")
+    @classmethod
+    def _milestones_within_the_run(cls, schedule: ScheduleConfig, info: ValidationInfo) -> ScheduleConfig:
+        steps = info.data.get("steps")
+        late = [m for m in schedule.milestones if steps is not None and m >= steps]
+        if late:
+            raise ValueError(f"milestone {late[0]} is not before the last step (train.steps: {steps})")
+        return schedule
 
 
 class TrackingConfig(BaseModel):
@@ -124,6 +166,8 @@ def _first_error(error: ValidationError, prefix: tuple[Any, ...] = ()) -> str:
     message = details["msg"]
     if details["type"] == "extra_forbidden":
         message = "unknown field"
+    elif details["type"] == "value_error":  # a validator's own words, without pydantic's "Value error, "
+        message = str(details["ctx"]["error"])
     more = len(error.errors()) - 1
     return f"{path}: {message}" + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
 

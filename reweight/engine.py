@@ -10,7 +10,8 @@ One step, following SOSELETO's order:
    method's look-ahead, then the strategy's update, which yields the weights of this step
    (updated *before* the step that uses them);
 4. weighted inner step on θ and φˢ with (1/B) Σ wⱼ ℓⱼ;
-5. target-head step on φᵗ.
+5. target-head step on φᵗ;
+6. the learning-rate schedulers, if any, advance.
 
 A strategy may also let the target loss train θ directly (``representation_target_weight``,
 0 for the bilevel methods); the baselines use it for joint, target-only and fine-tuned training.
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.optim.lr_scheduler import LRScheduler
 
 from reweight.data import BatchSampler, BilevelData
 from reweight.errors import NumericalError
@@ -43,6 +45,8 @@ class TrainSettings:
     momentum: float = 0.9
     weight_decay: float = 0.0
     target_lr: float = 0.1
+    # builds each optimizer's learning-rate scheduler (None: a constant rate)
+    schedule: Callable[[torch.optim.Optimizer], LRScheduler | None] = lambda optimizer: None
 
 
 class Engine:
@@ -64,6 +68,8 @@ class Engine:
         self.target_optimizer = torch.optim.SGD(
             model.target_head.parameters(), lr=settings.target_lr, momentum=settings.momentum
         )
+        schedulers = (settings.schedule(self.inner_optimizer), settings.schedule(self.target_optimizer))
+        self.schedulers = [s for s in schedulers if s is not None]
         self.source_sampler = BatchSampler(data.source, settings.source_batch_size, seed)
         self.target_sampler = BatchSampler(data.target, settings.target_batch_size, seed + 1)
         device = data.source.y.device
@@ -116,6 +122,8 @@ class Engine:
         for p, g in zip(head, head_grads):
             p.grad = None if g is None else g.detach()
         self.target_optimizer.step()
+        for scheduler in self.schedulers:
+            scheduler.step()
 
         self.last_weights[source.index] = weights.to(self.last_weights.dtype)
         losses = torch.stack([source_loss.detach(), target_loss.detach()]).to(self.loss_sums)
@@ -149,6 +157,7 @@ class Engine:
             "model": self.model.state_dict(),
             "inner_optimizer": self.inner_optimizer.state_dict(),
             "target_optimizer": self.target_optimizer.state_dict(),
+            "schedulers": [scheduler.state_dict() for scheduler in self.schedulers],
             "strategy": self.strategy.state_dict(),
             "source_sampler": self.source_sampler.state_dict(),
             "target_sampler": self.target_sampler.state_dict(),
@@ -163,6 +172,8 @@ class Engine:
         self.model.load_state_dict(state["model"])
         self.inner_optimizer.load_state_dict(state["inner_optimizer"])
         self.target_optimizer.load_state_dict(state["target_optimizer"])
+        for scheduler, saved in zip(self.schedulers, state.get("schedulers", []), strict=False):
+            scheduler.load_state_dict(saved)
         self.strategy.load_state_dict(state["strategy"])
         self.source_sampler.load_state_dict(state["source_sampler"])
         self.target_sampler.load_state_dict(state["target_sampler"])
@@ -231,6 +242,8 @@ class Engine:
                 metrics = self.evaluate()
                 means = (self.loss_sums / max(self.loss_count, 1)).tolist()
                 metrics["source_loss"], metrics["train_target_loss"] = means
+                if self.schedulers:  # the rate of θ and φˢ for the next step
+                    metrics["lr"] = self.inner_optimizer.param_groups[0]["lr"]
                 self.loss_sums.zero_()
                 self.loss_count = 0
                 on_eval(self.step_count, metrics)

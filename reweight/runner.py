@@ -3,6 +3,7 @@ run per combination of a sweep (a single one without) and seed."""
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 from contextlib import ExitStack
@@ -21,6 +22,7 @@ from reweight.engine import Engine, TrainSettings
 from reweight.errors import ConfigError, NumericalError, ReweightError
 from reweight.interrupts import Interrupted, stop_on_signal
 from reweight.plugins import registry
+from reweight.schedule import scheduler
 from reweight.sweep import Combination, Plan
 from reweight.tracking import PLAN_FILE, PLAN_TAG, Tracker
 
@@ -60,7 +62,9 @@ def build_engine(config: ExperimentConfig, options: dict[str, BaseModel], seed: 
     )
     strategy = plugins.get("strategy", config.strategy.name).factory(options["strategy"], granularity, device)
     hypergradient = plugins.get("hypergradient", config.hypergrad.name).factory(options["hypergrad"])
-    settings = TrainSettings(**config.train.model_dump(exclude={"steps", "eval_every", "device"}))
+    schedule = functools.partial(scheduler, config.train.schedule, config.train.steps)
+    settings = TrainSettings(**config.train.model_dump(exclude={"steps", "eval_every", "device", "schedule"}),
+                             schedule=schedule)
     return Engine(model, strategy, hypergradient, data, settings, seed)
 
 

@@ -80,10 +80,26 @@ def test_uniform_baseline_by_one_override(tracking_dir):
     assert "weight_noise_auc=0.5000" in result.stdout
 
 
+def test_a_schedule_from_the_command_line_logs_its_rates(tracking_dir):
+    result = reweight("run", BENCHMARK, "--set", "train.steps=40", "--set", "train.eval_every=10",
+                      "--set", "train.schedule={kind: step, milestones: [15, 35], gamma: 0.5}", cwd=tracking_dir)
+    assert result.returncode == 0, result.stderr
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tracking_dir / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["synthetic_2d"])
+    child = runs[runs["tags.reweight.role"] == "child"]
+    assert child["params.train.schedule.kind"].iloc[0] == "step"
+    history = mlflow.MlflowClient().get_metric_history(child["run_id"].iloc[0], "lr")
+    lr = float(child["params.train.lr"].iloc[0])
+    assert [(m.step, m.value) for m in history] == [(10, lr), (20, lr / 2), (30, lr / 2), (40, lr / 4)]
+
+
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
         ("train.lr=-0.1", "error: train.lr: Input should be greater than 0"),
+        ("train.schedule.kind=linear", "error: train.schedule.kind: Input should be 'constant', 'cosine' or 'step'"),
         ("strategy.name=nope", "error: strategy.name: unknown strategy 'nope' (installed:"),
         ("train.source_batch_size=100000", "error: train.source_batch_size: 100000 is larger than the source set"),
     ],

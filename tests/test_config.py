@@ -30,8 +30,16 @@ def test_defaults_fill_in():
         ({"strategy": "nope"}, "strategy.name: unknown strategy 'nope' (installed: fine_tune, joint, learning_to_reweight, meta_weight_net, soseleto, source_only, target_only, uniform"),
         ({"data": {"name": "synthetic_2d", "noise_rate": 1.5}}, "data.noise_rate: Input should be less than or equal to 1"),
         ({"train": {"steps": "many"}}, "train.steps: Input should be a valid integer"),
-        ({"seeds": 0}, "seeds: Value error, a seed count must be between 1 and 10000"),
+        ({"seeds": 0}, "seeds: a seed count must be between 1 and 10000"),
         ({"hypergrad": {"method": "one_step", "at": "later"}}, "hypergrad.at: Input should be 'current' or 'lookahead'"),
+        ({"train": {"schedule": {"kind": "step"}}}, "train.schedule: a step schedule needs milestones"),
+        ({"train": {"schedule": {"kind": "cosine", "milestones": [5]}}},
+         "train.schedule: milestones belong to kind: step, not kind: cosine"),
+        ({"train": {"schedule": {"kind": "step", "milestones": [9, 4]}}}, "train.schedule: milestones must increase"),
+        ({"train": {"steps": 50, "schedule": {"kind": "step", "milestones": [50]}}},
+         "train.schedule: milestone 50 is not before the last step (train.steps: 50)"),
+        ({"train": {"schedule": {"kind": "linear"}}}, "train.schedule.kind: Input should be 'constant', 'cosine' or 'step'"),
+        ({"train": {"schedule": {"kind": "cosine", "final": 1.5}}}, "train.schedule.final: Input should be less than"),
     ],
 )
 def test_errors_name_the_field(change, message):

@@ -67,9 +67,9 @@ def test_bad_groupings_are_one_line_config_errors(meta, options, message):
 @pytest.mark.parametrize(
     ("granularity", "message"),
     [
-        ({"name": "per_group", "by": "meta"}, "granularity: Value error, by: meta needs a column"),
-        ({"name": "per_group", "by": "kmeans"}, "granularity: Value error, by: kmeans needs k"),
-        ({"name": "per_group", "by": "label", "k": 3}, "granularity: Value error, k is only used with by: kmeans"),
+        ({"name": "per_group", "by": "meta"}, "granularity: by: meta needs a column"),
+        ({"name": "per_group", "by": "kmeans"}, "granularity: by: kmeans needs k"),
+        ({"name": "per_group", "by": "label", "k": 3}, "granularity: k is only used with by: kmeans"),
         ({"name": "per_group", "by": "kmeans", "k": 0}, "granularity.k: Input should be greater than or equal to 1"),
         ({"name": "per_group", "by": "annotator"}, "granularity.by: Input should be 'label', 'meta' or 'kmeans'"),
     ],

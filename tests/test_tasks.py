@@ -72,7 +72,7 @@ def test_each_tasks_weight_scales_only_its_own_loss():
         (lambda c: c["data"]["sources"][0]["data"].update(wrong=1), "data.sources.0.data.wrong: unknown field"),
         (lambda c: c["data"]["sources"][2]["data"].update(name="mnist_nope"),
          "data.sources.2.data.name: unknown dataset 'mnist_nope' (installed:"),
-        (lambda c: c["data"]["sources"][2].update(task="same"), "data.sources: Value error, task names must differ; repeated: same"),
+        (lambda c: c["data"]["sources"][2].update(task="same"), "data.sources: task names must differ; repeated: same"),
         (lambda c: c["data"]["sources"][0].update(task="a/b"), "data.sources.0.task: String should match pattern"),
         (lambda c: c["data"].update(sources=[]), "data.sources: List should have at least 1 item"),
         (lambda c: c["data"].pop("target"), "data.target: Field required"),
