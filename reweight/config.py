@@ -51,14 +51,16 @@ class ScheduleConfig(BaseModel):
         default=[], description="step: the steps at which the rates are multiplied by gamma."
     )
     gamma: float = Field(0.1, gt=0, le=1, description="step: the factor applied at each milestone.")
-    final: float = Field(0.0, ge=0, le=1, description="cosine: the rates at the last step, as a fraction of the first.")
+    final: float = Field(0.0, ge=0, le=1, description="cosine: the rates reached at the end, as a fraction of the first.")
 
     @model_validator(mode="after")
     def _fits_the_kind(self) -> ScheduleConfig:
         if self.kind == "step" and not self.milestones:
             raise ValueError("a step schedule needs milestones, e.g. [10000, 15000]")
-        if self.kind != "step" and self.milestones:
-            raise ValueError(f"milestones belong to kind: step, not kind: {self.kind}")
+        # a field the kind ignores, set to anything but its default, is a mistake, not a no-op
+        for field, owner in {"final": "cosine", "gamma": "step", "milestones": "step"}.items():
+            if owner != self.kind and getattr(self, field) != type(self).model_fields[field].default:
+                raise ValueError(f"{field} is only for kind: {owner}, not kind: {self.kind}")
         if self.milestones != sorted(set(self.milestones)):
             raise ValueError("milestones must increase")
         return self
@@ -76,6 +78,11 @@ class TrainConfig(BaseModel):
     target_lr: float = Field(0.1, gt=0, description="Learning rate of the target head φᵗ.")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda, cuda:N.")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _bare_kind(cls, value: Any) -> Any:
+        return {"kind": value} if isinstance(value, str) else value  # schedule: cosine
 
     @field_validator("schedule")
     @classmethod

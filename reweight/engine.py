@@ -147,8 +147,8 @@ class Engine:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything that changes while training, so that a rebuilt engine (same config and
-        seed) continues exactly: parameters and buffers, optimizers, the strategy's state, the
-        samplers' positions and the RNG."""
+        seed) continues exactly: parameters and buffers, optimizers and their learning-rate
+        schedulers, the strategy's state, the samplers' positions and the RNG."""
         rng = {"torch": torch.get_rng_state()}
         if self.last_weights.is_cuda:
             rng["cuda"] = torch.cuda.get_rng_state(self.last_weights.device)
@@ -172,7 +172,11 @@ class Engine:
         self.model.load_state_dict(state["model"])
         self.inner_optimizer.load_state_dict(state["inner_optimizer"])
         self.target_optimizer.load_state_dict(state["target_optimizer"])
-        for scheduler, saved in zip(self.schedulers, state.get("schedulers", []), strict=False):
+        saved_schedulers = state.get("schedulers", [])  # none in checkpoints from before schedules
+        if len(saved_schedulers) != len(self.schedulers):
+            raise ValueError(f"it was saved with {len(saved_schedulers)} learning-rate schedulers, "
+                             f"this run has {len(self.schedulers)}")
+        for scheduler, saved in zip(self.schedulers, saved_schedulers, strict=True):
             scheduler.load_state_dict(saved)
         self.strategy.load_state_dict(state["strategy"])
         self.source_sampler.load_state_dict(state["source_sampler"])

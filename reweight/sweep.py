@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from reweight.config import ExperimentConfig, parse_override, resolved, set_value, validate
+from reweight.config import ExperimentConfig, ScheduleConfig, parse_override, resolved, set_value, validate
 from reweight.errors import ConfigError
 
 MAX_COMBINATIONS = 10_000
@@ -86,6 +86,10 @@ class Plan:
         seeds, not where it logs or saves), so that ``--resume`` finds the same plan's runs."""
         configs = [{key: value for key, value in resolved(c.config, c.options).items()
                     if key not in ("tracking", "checkpoint")} for c in self.combinations]
+        constant = ScheduleConfig().model_dump(mode="json")
+        for config in configs:  # left out at its default, so that plans from before schedules still resume
+            if config["train"].get("schedule") == constant:
+                del config["train"]["schedule"]
         return hashlib.sha256(json.dumps(configs, sort_keys=True).encode()).hexdigest()[:16]
 
     @property

@@ -47,7 +47,8 @@ class DatasetRef(BaseModel):
             self._options = component.options.model_validate(dict(self.model_extra or {}))
         except ValidationError as error:
             first = error.errors()[0]
-            message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+            message = {"extra_forbidden": "unknown field", "value_error": str(first.get("ctx", {}).get("error"))
+                       }.get(first["type"], first["msg"])
             raise PydanticCustomError(NESTED_ERROR, "{msg}", {"loc": tuple(first["loc"]), "msg": message}) from None
         except Exception as error:  # noqa: BLE001 - a plugin's validator raised something pydantic does not wrap
             message = f"the options of dataset {self.name!r} could not be checked ({describe(error)})"

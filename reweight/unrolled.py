@@ -8,7 +8,8 @@ momentum buffers. θ and φˢ are both unrolled (φˢ shapes θ's later gradient
 The result is dL_t(θ_K)/dw for every example of every batch: exact for K inner steps with φᵗ,
 and the weights the strategy had in force when the look-ahead began, held fixed (training
 moves φᵗ every step and updates the strategy before later batches; the look-ahead does not
-model either). Each weight's own inputs (its example's loss, for a weight network) are
+model either). All K steps use the current learning rate: a schedule that changes the rate
+within the next K steps is not modelled either. Each weight's own inputs (its example's loss, for a weight network) are
 constants, as in Meta-Weight-Net.
 
 Two backends compute the same thing:

@@ -34,7 +34,7 @@ def test_defaults_fill_in():
         ({"hypergrad": {"method": "one_step", "at": "later"}}, "hypergrad.at: Input should be 'current' or 'lookahead'"),
         ({"train": {"schedule": {"kind": "step"}}}, "train.schedule: a step schedule needs milestones"),
         ({"train": {"schedule": {"kind": "cosine", "milestones": [5]}}},
-         "train.schedule: milestones belong to kind: step, not kind: cosine"),
+         "train.schedule: milestones is only for kind: step, not kind: cosine"),
         ({"train": {"schedule": {"kind": "step", "milestones": [9, 4]}}}, "train.schedule: milestones must increase"),
         ({"train": {"steps": 50, "schedule": {"kind": "step", "milestones": [50]}}},
          "train.schedule: milestone 50 is not before the last step (train.steps: 50)"),

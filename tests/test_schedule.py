@@ -63,10 +63,15 @@ def test_step_rates_are_multiplied_by_gamma_at_each_milestone(milestones, gamma)
         engine.step()
 
 
-HYPERGRADS = [{"name": "one_step"}, {"name": "one_step", "at": "lookahead"}, {"name": "unrolled", "steps": 2}]
+HYPERGRADS = {
+    "one_step": {"name": "one_step"},
+    "lookahead": {"name": "one_step", "at": "lookahead"},
+    "unrolled": {"name": "unrolled", "steps": 2},
+    "higher": {"name": "unrolled", "steps": 2, "backend": "higher"},
+}
 
 
-@pytest.mark.parametrize("hypergrad", HYPERGRADS, ids=["one_step", "lookahead", "unrolled"])
+@pytest.mark.parametrize("hypergrad", HYPERGRADS.values(), ids=HYPERGRADS.keys())
 def test_a_scheduled_step_is_a_constant_step_at_the_scheduled_rate(hypergrad):
     """Scheduling changes the rates and nothing else: past the milestone, the run is the
     constant-rate run with its rates halved by hand, look-ahead and weights included."""
@@ -102,3 +107,13 @@ def test_a_restored_engine_continues_its_schedule_bit_for_bit(tmp_path_factory, 
     assert rates(resumed) == rates(straight)
     for (name, a), b in zip(resumed.model.state_dict().items(), straight.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize(("saved", "loaded"), [("constant", "cosine"), ("cosine", "constant")])
+def test_a_checkpoint_of_another_schedule_is_refused(saved, loaded):
+    """An optimizer restores its saved rate: a state from another schedule would silently
+    train at the wrong rates."""
+    state = engine_with({"kind": saved}, steps=8)
+    state.fit(3, eval_every=3)
+    with pytest.raises(ValueError, match="learning-rate schedulers"):
+        engine_with({"kind": loaded}, steps=8).load_state_dict(state.state_dict())

@@ -125,3 +125,17 @@ def test_the_shipped_sweep_benchmark_expands_to_valid_combinations():
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "synthetic_sweep.yaml"
     plan = expand(load_raw(path))
     assert len(plan.combinations) == 6  # 3 strategies × 2 noise levels, each validated
+
+
+def test_a_fingerprint_changes_with_what_the_plan_computes_and_only_with_that():
+    """``--resume`` matches runs by fingerprint: a new config field at its default (here
+    ``train.schedule``) must leave the fingerprints of earlier plans as they were."""
+    import yaml
+
+    from tests.test_cli import BENCHMARK
+
+    raw = yaml.safe_load(open(BENCHMARK))
+    assert expand(raw).fingerprint == "c18b45962b376747"  # as computed before schedules existed
+    assert expand(raw, ["train.schedule=constant", "checkpoint.every=7"]).fingerprint == "c18b45962b376747"
+    assert expand(raw, ["train.schedule=cosine"]).fingerprint != "c18b45962b376747"
+    assert expand(raw, ["train.lr=0.3"]).fingerprint != "c18b45962b376747"

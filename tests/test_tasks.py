@@ -70,6 +70,8 @@ def test_each_tasks_weight_scales_only_its_own_loss():
         (lambda c: c["data"]["sources"][1]["data"].update(labels="nope"),
          "data.sources.1.data.labels: Input should be 'target', 'clusters', 'random' or 'foreign'"),
         (lambda c: c["data"]["sources"][0]["data"].update(wrong=1), "data.sources.0.data.wrong: unknown field"),
+        (lambda c: c["data"]["sources"][0]["data"].update(clusters=2, classes=4),
+         "data.sources.0.data: need clusters >= classes, got 2 < 4"),
         (lambda c: c["data"]["sources"][2]["data"].update(name="mnist_nope"),
          "data.sources.2.data.name: unknown dataset 'mnist_nope' (installed:"),
         (lambda c: c["data"]["sources"][2].update(task="same"), "data.sources: task names must differ; repeated: same"),
