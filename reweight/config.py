@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from reweight.errors import ConfigError
+from reweight.errors import ConfigError, validation_message
 from reweight.plugins import Registry, describe, registry
 
 
@@ -170,11 +170,7 @@ def _first_error(error: ValidationError, prefix: tuple[Any, ...] = ()) -> str:
     if details["type"] == "nested_options":  # a plugin component inside options (e.g. data.sources.0.data)
         loc = (*loc, *details["ctx"]["loc"])
     path = ".".join(path_part(part) for part in loc) or "(top level)"
-    message = details["msg"]
-    if details["type"] == "extra_forbidden":
-        message = "unknown field"
-    elif details["type"] == "value_error":  # a validator's own words, without pydantic's "Value error, "
-        message = str(details["ctx"]["error"])
+    message = validation_message(details)
     more = len(error.errors()) - 1
     return f"{path}: {message}" + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
 

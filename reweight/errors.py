@@ -23,3 +23,13 @@ class DataError(ReweightError):
 
 class NumericalError(ReweightError):
     """A loss or weight became NaN or infinite."""
+
+
+def validation_message(details: dict) -> str:
+    """The text of one pydantic error, in the user's terms: "unknown field" for a field the
+    model does not have, and a validator's own words without pydantic's "Value error, "."""
+    if details["type"] == "extra_forbidden":
+        return "unknown field"
+    if details["type"] == "value_error":
+        return str(details["ctx"]["error"])
+    return details["msg"]

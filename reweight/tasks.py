@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from pydantic_core import PydanticCustomError
 
 from reweight.data import BilevelData, SourceTask, Split
-from reweight.errors import DataError
+from reweight.errors import DataError, validation_message
 
 NESTED_ERROR = "nested_options"  # reweight.config reads its ``loc`` to report the full field path
 
@@ -47,8 +47,7 @@ class DatasetRef(BaseModel):
             self._options = component.options.model_validate(dict(self.model_extra or {}))
         except ValidationError as error:
             first = error.errors()[0]
-            message = {"extra_forbidden": "unknown field", "value_error": str(first.get("ctx", {}).get("error"))
-                       }.get(first["type"], first["msg"])
+            message = validation_message(first)
             raise PydanticCustomError(NESTED_ERROR, "{msg}", {"loc": tuple(first["loc"]), "msg": message}) from None
         except Exception as error:  # noqa: BLE001 - a plugin's validator raised something pydantic does not wrap
             message = f"the options of dataset {self.name!r} could not be checked ({describe(error)})"
