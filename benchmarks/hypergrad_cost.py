@@ -26,8 +26,8 @@ import time
 
 import torch
 
-from reweight.config import load
-from reweight.runner import build_engine
+from reweight.experiment.config_file import load
+from reweight.experiment.runner import build_engine
 
 STRATEGIES = ["soseleto", "learning_to_reweight", "meta_weight_net"]
 METHODS = {

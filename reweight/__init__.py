@@ -1,11 +1,14 @@
-"""reweight: bilevel data reweighting — source weights learned so that a target task is solved well."""
+"""reweight: bilevel data reweighting — source weights learned so that a target task is solved well.
 
-from reweight.data import Batch, BilevelData, Split
-from reweight.granularity import Granularity, NoOptions
-from reweight.hypergrad import Hypergradient, HypergradientProblem, HypergradientResult, WeightGradient
-from reweight.models import BilevelNet
-from reweight.plugins import hookimpl
-from reweight.strategy import Strategy
+What plugin authors and users program against is exported here; it lives in ``reweight.core``.
+"""
+
+from reweight.core.data import Batch, BilevelData, Split
+from reweight.core.granularity import Granularity
+from reweight.core.hypergrad import Hypergradient, HypergradientProblem, HypergradientResult, WeightGradient
+from reweight.core.models import BilevelNet
+from reweight.core.plugins import NoOptions, hookimpl
+from reweight.core.strategy import Strategy
 
 __version__ = "0.1.0"
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 
 from rich.console import Console
 from rich.table import Table
 
-from reweight.errors import ReweightError
-from reweight.interrupts import Interrupted
+from reweight.core.errors import ReweightError
+from reweight.experiment.interrupts import Interrupted
 
 EXIT_USER_ERROR = 2
 
@@ -27,9 +28,9 @@ def make_console() -> Console:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from reweight import runner, sweep
-    from reweight.config import load_raw
-    from reweight.plugins import registry
+    from reweight.core.plugins import registry
+    from reweight.experiment import runner, sweep
+    from reweight.experiment.config_file import load_raw
 
     console = make_console()
     for problem in registry().problems:
@@ -40,8 +41,8 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def command_resume(args: argparse.Namespace) -> int:
-    from reweight import runner, sweep
-    from reweight.tracking import resumable
+    from reweight.experiment import runner, sweep
+    from reweight.experiment.tracking import resumable
 
     raw, parent_id = resumable(args.run_id)
     runner.run(sweep.expand(raw), make_console(), resume=parent_id)
@@ -49,7 +50,7 @@ def command_resume(args: argparse.Namespace) -> int:
 
 
 def command_compare(args: argparse.Namespace) -> int:
-    from reweight import compare
+    from reweight.experiment import compare
 
     def keys(text: str | None) -> list[str]:
         return [key.strip() for key in (text or "").split(",") if key.strip()]
@@ -67,7 +68,7 @@ def command_compare(args: argparse.Namespace) -> int:
 
 
 def command_plugins(args: argparse.Namespace) -> int:
-    from reweight.plugins import KINDS, registry
+    from reweight.core.plugins import KINDS, registry
 
     found = registry()
     table = Table("name", "kind", "package", "version", "plugin")
@@ -83,16 +84,16 @@ def command_plugins(args: argparse.Namespace) -> int:
 
 
 def command_data_download(args: argparse.Namespace) -> int:
-    from reweight.datasets.catalog import resolve_data_root
-    from reweight.datasets.download import download
+    from reweight.components.datasets.catalog import resolve_data_root
+    from reweight.components.datasets.download import download
 
     print(download(args.name, resolve_data_root(args.root)))
     return 0
 
 
 def command_data_list(args: argparse.Namespace) -> int:
-    from reweight.datasets.catalog import resolve_data_root
-    from reweight.datasets.download import describe
+    from reweight.components.datasets.catalog import resolve_data_root
+    from reweight.components.datasets.download import describe
 
     root = resolve_data_root(args.root)
     table = Table("name", "folder", "status", title=f"data root: {root}")
@@ -103,7 +104,7 @@ def command_data_list(args: argparse.Namespace) -> int:
 
 
 def compare_formats() -> tuple[str, ...]:
-    from reweight.compare import FORMATS
+    from reweight.experiment.compare import FORMATS
 
     return FORMATS
 
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         return error.exit_code
     except ReweightError as error:
         if args.debug:
-            raise
+            traceback.print_exc()
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:

@@ -12,8 +12,9 @@ import torch
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
-from reweight.data import BilevelData, Split
-from reweight.models import BilevelNet, MLPOptions, build_mlp
+from reweight.components.models.mlp import MLPOptions, build_mlp
+from reweight.core.data import BilevelData, Split
+from reweight.core.models import BilevelNet
 
 
 def random_problem(seed: int, n_source: int = 12, n_target: int = 6, dim: int = 3, classes: int = 3,
@@ -53,8 +54,8 @@ def make_problem(model: BilevelNet, data: BilevelData, weights: torch.Tensor | N
                  batch_size: int | None = None, seed: int = 0):
     """A hypergradient problem whose weights in force are ``weights[index]`` (None: no standing
     weights) and whose source batches come from a seeded sampler (the whole set by default)."""
-    from reweight.data import BatchSampler
-    from reweight.hypergrad import HypergradientProblem
+    from reweight.core.data import BatchSampler
+    from reweight.core.hypergrad import HypergradientProblem
 
     sampler = BatchSampler(data.source, batch_size, seed)
     source, target = sampler.next(), data.target.all()

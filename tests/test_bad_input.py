@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from reweight import cli
-from reweight.plugins import hookimpl, registry
+from reweight.core.plugins import hookimpl, registry
 from tests import datafiles
 
 SMALL_TRAIN = {"steps": 2, "eval_every": 1, "source_batch_size": 8}
@@ -318,5 +318,6 @@ def test_the_command_prints_no_traceback_unless_debug(tmp_path):
     assert len(plain.stderr.splitlines()) == 1 and plain.stderr.startswith("error: ")
     assert all(name in plain.stderr for name in prepared.names)
     debug = command("--debug")
-    assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
-    assert re.search(r"reweight\.errors\.DataError: .*checksum mismatch", debug.stderr)
+    assert debug.returncode == 2 and "Traceback (most recent call last)" in debug.stderr
+    assert re.search(r"reweight\.core\.errors\.DataError: .*checksum mismatch", debug.stderr)
+    assert debug.stderr.splitlines()[-1] == plain.stderr.strip()  # the same one line ends the traceback

@@ -7,14 +7,15 @@ import copy
 
 import pytest
 import torch
+from reweight_soseleto import Soseleto, SoseletoOptions
 from torch import nn
 
-from reweight.engine import Engine, TrainSettings
-from reweight.granularity import NoOptions, PerSample
-from reweight.hypergrad import OneStep, OneStepOptions
-from reweight.models import BilevelNet
-from reweight.unrolled import Unrolled, UnrolledOptions
-from reweight_soseleto import Soseleto, SoseletoOptions
+from reweight.components.granularities.per_sample import PerSample
+from reweight.components.hypergradients.one_step import OneStep, OneStepOptions
+from reweight.components.hypergradients.unrolled import Unrolled, UnrolledOptions
+from reweight.core.engine import Engine, TrainSettings
+from reweight.core.models import BilevelNet
+from reweight.core.plugins import NoOptions
 from tests.conftest import inner_optimizer, make_problem, random_problem
 
 METHODS = [

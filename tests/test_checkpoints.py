@@ -17,11 +17,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reweight import checkpoint
-from reweight.checkpoint import CheckpointError
-from reweight.config import validate
-from reweight.errors import NumericalError
-from reweight.runner import build_engine
+from reweight.core.errors import NumericalError
+from reweight.experiment import checkpoint
+from reweight.experiment.checkpoint import CheckpointError
+from reweight.experiment.config import validate
+from reweight.experiment.runner import build_engine
 
 BENCHMARK = str(Path(__file__).resolve().parents[1] / "benchmarks" / "synthetic_2d.yaml")
 STRATEGIES = {
@@ -203,8 +203,8 @@ class StopAfter:
 
 def interrupted_run(tracking_dir, capsys, number=signal.SIGTERM):
     """A run stopped at step 30 as by ``number``: (exit code, stderr, parent id, checkpoint)."""
-    from reweight import runner
     from reweight.cli import main
+    from reweight.experiment import runner
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(runner, "stop_on_signal", lambda: contextlib.nullcontext(StopAfter(30, number)))
@@ -245,7 +245,7 @@ def test_a_run_whose_config_now_resolves_differently_is_not_resumed(tracking_dir
     import mlflow
 
     from reweight.cli import main
-    from reweight.tracking import PLAN_TAG
+    from reweight.experiment.tracking import PLAN_TAG
 
     _, _, parent_id, _ = interrupted_run(tracking_dir, capsys)
     mlflow.MlflowClient().set_tag(parent_id, PLAN_TAG, "0" * 16)  # as if a default had changed since
@@ -423,8 +423,8 @@ def test_resume_of_an_unknown_run_is_one_line(tracking_dir, capsys):
 def test_a_resume_after_a_finished_seed_builds_the_next_seed_afresh(tracking_dir, capsys):
     """Seed 0 finished and seed 1 stopped part-way: the resumed seed 1 must end exactly as in an
     uninterrupted run (a resume once trained seed 1 on the engine built for seed 0)."""
-    from reweight import runner
     from reweight.cli import main
+    from reweight.experiment import runner
 
     args = ["run", BENCHMARK, "--set", "seeds=[0, 1]", "--set", "train.steps=60", "--set", "train.eval_every=20",
             "--set", "checkpoint.every=10", "--set", "tracking.plots=false"]

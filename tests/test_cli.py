@@ -113,7 +113,7 @@ def test_bad_config_is_one_line_and_exit_code_2(tracking_dir, override, expected
 
 def test_debug_shows_the_traceback(tracking_dir):
     result = reweight("--debug", "run", BENCHMARK, "--set", "train.lr=-0.1", cwd=tracking_dir)
-    assert result.returncode != 0 and "Traceback" in result.stderr
+    assert result.returncode == 2 and "Traceback" in result.stderr
 
 
 def test_plugins_lists_name_kind_package_version(tracking_dir):

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from reweight.compare import default_by, key_column, render, summarize
-from reweight.errors import ReweightError
-from reweight.plots import RunRecord, figures, natural_key, save
-from reweight.tracking import weights_csv, weights_frame
+from reweight.core.errors import ReweightError
+from reweight.experiment.compare import default_by, key_column, render, summarize
+from reweight.experiment.plots import RunRecord, figures, natural_key, save
+from reweight.experiment.tracking import weights_csv, weights_frame
 
 
 def runs_table() -> pd.DataFrame:

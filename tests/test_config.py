@@ -7,8 +7,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reweight.config import apply_overrides, flatten, load, resolved, validate
-from reweight.errors import ConfigError
+from reweight.core.errors import ConfigError
+from reweight.experiment.config import flatten, resolved, validate
+from reweight.experiment.config_file import apply_overrides, load
 
 MINIMAL = {"name": "t", "data": {"name": "synthetic_2d"}}
 

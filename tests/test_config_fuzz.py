@@ -13,10 +13,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from reweight.config import SECTIONS, CheckpointConfig, TrainConfig, TrackingConfig, load_raw, validate
-from reweight.errors import ConfigError
-from reweight.plugins import Component, registry
-from reweight.sweep import expand
+from reweight.core.errors import ConfigError
+from reweight.core.plugins import Component, registry
+from reweight.experiment.config import SECTIONS, CheckpointConfig, TrackingConfig, TrainConfig, validate
+from reweight.experiment.config_file import load_raw
+from reweight.experiment.sweep import expand
 
 FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MINIMAL = {"name": "fuzz", "data": {"name": "synthetic_2d"}}
@@ -160,8 +161,8 @@ def touchy(monkeypatch):
                                                          "touchy_plugin", "touchy", "0.1")
     plugins.components["dataset", "touchy_data"] = Component("dataset", "touchy_data", None, TouchyOptions,
                                                              "touchy_plugin", "touchy", "0.1")
-    monkeypatch.setattr("reweight.plugins.registry", lambda: plugins)
-    monkeypatch.setattr("reweight.config.registry", lambda: plugins)
+    monkeypatch.setattr("reweight.core.plugins.registry", lambda: plugins)
+    monkeypatch.setattr("reweight.experiment.config.registry", lambda: plugins)
     return plugins
 
 

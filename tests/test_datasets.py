@@ -12,11 +12,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reweight.datasets import transforms
-from reweight.datasets.catalog import load_split
-from reweight.datasets.files import read_idx
-from reweight.datasets.vision import NoisyLabelsOptions, TransferOptions, build_noisy_labels, build_transfer
-from reweight.errors import DataError
+from reweight.components.datasets import transforms
+from reweight.components.datasets.catalog import load_split
+from reweight.components.datasets.files import read_idx
+from reweight.components.datasets.vision import NoisyLabelsOptions, TransferOptions, build_noisy_labels, build_transfer
+from reweight.core.errors import DataError
 from tests import datafiles
 
 
@@ -221,7 +221,7 @@ def test_a_file_with_the_canonical_count_must_match_its_md5(tmp_path, monkeypatc
     """The fixtures stand in for the canonical files by declaring their count canonical."""
     import dataclasses
 
-    from reweight.datasets import catalog
+    from reweight.components.datasets import catalog
 
     datafiles.write_data_root(tmp_path)
     path = tmp_path / folder / file
@@ -253,7 +253,7 @@ def test_a_recompressed_canonical_idx_file_still_matches(tmp_path):
 
 
 def test_the_catalog_knows_the_md5_of_every_published_file():
-    from reweight.datasets.catalog import IMAGE_SETS
+    from reweight.components.datasets.catalog import IMAGE_SETS
 
     for name, image_set in IMAGE_SETS.items():
         names = {n for split in image_set.files.values() for n in split}

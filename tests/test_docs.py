@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from reweight.engine import Engine, TrainSettings
-from reweight.granularity import NoOptions, PerSample
-from reweight.hypergrad import OneStep, OneStepOptions
-from reweight.unrolled import Unrolled, UnrolledOptions
+from reweight.components.granularities.per_sample import PerSample
+from reweight.components.hypergradients.one_step import OneStep, OneStepOptions
+from reweight.components.hypergradients.unrolled import Unrolled, UnrolledOptions
+from reweight.core.engine import Engine, TrainSettings
+from reweight.core.plugins import NoOptions
 from tests.conftest import random_problem
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"

@@ -9,14 +9,15 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from reweight.data import Split
-from reweight.engine import Engine, TrainSettings
-from reweight.granularity import NoOptions, PerSample
-from reweight.hypergrad import OneStep, OneStepOptions
-from reweight.strategy import Strategy
 from reweight_soseleto import Soseleto, SoseletoOptions
 from reweight_uniform import Uniform
+
+from reweight.components.granularities.per_sample import PerSample
+from reweight.components.hypergradients.one_step import OneStep, OneStepOptions
+from reweight.core.data import Split
+from reweight.core.engine import Engine, TrainSettings
+from reweight.core.plugins import NoOptions
+from reweight.core.strategy import Strategy
 from tests.conftest import random_problem
 
 
@@ -154,8 +155,8 @@ def test_substituted_parameters_leave_a_shared_head_model_intact():
 
 
 def test_a_shared_head_needs_one_label_space():
-    from reweight.errors import ConfigError
-    from reweight.models import MLPOptions, build_mlp
+    from reweight.components.models.mlp import MLPOptions, build_mlp
+    from reweight.core.errors import ConfigError
 
     _, data = random_problem(0, classes=3)
     data.target_classes = 2
@@ -165,8 +166,8 @@ def test_a_shared_head_needs_one_label_space():
 
 def test_source_weights_over_a_large_set_are_computed_in_chunks_without_changing_them():
     """More source examples than one chunk: the same weights as one forward over the whole set."""
-    from reweight.config import validate
-    from reweight.runner import build_engine
+    from reweight.experiment.config import validate
+    from reweight.experiment.runner import build_engine
 
     config, options = validate({"name": "t", "data": {"name": "synthetic_2d", "n_source": 9000, "n_target": 10},
                                 "model": {"name": "mlp", "hidden": [8]}, "strategy": "meta_weight_net"})
@@ -179,8 +180,8 @@ def test_source_weights_over_a_large_set_are_computed_in_chunks_without_changing
 
 
 def test_source_weights_are_computed_once_per_state_and_never_stale():
-    from reweight.config import validate
-    from reweight.runner import build_engine
+    from reweight.experiment.config import validate
+    from reweight.experiment.runner import build_engine
 
     config, options = validate({"name": "t", "data": {"name": "synthetic_2d", "n_source": 64, "n_target": 10},
                                 "model": {"name": "mlp", "hidden": [8]}, "strategy": "meta_weight_net"})

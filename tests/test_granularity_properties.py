@@ -5,16 +5,17 @@ from __future__ import annotations
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from reweight.data import BilevelData, Split
-from reweight.engine import Engine, TrainSettings
-from reweight.granularity import NoOptions, PerSample
-from reweight.groups import PerGroup, PerGroupOptions, PerTask
-from reweight.hypergrad import OneStep, OneStepOptions
-from reweight.models import MLPOptions, build_mlp
-from reweight.synthetic_tasks import SyntheticTaskOptions, build_synthetic_task
-from reweight.tasks import TaskSpec, TasksOptions, build_tasks
 from reweight_soseleto import Soseleto, SoseletoOptions
+
+from reweight.components.datasets.synthetic_tasks import SyntheticTaskOptions, build_synthetic_task
+from reweight.components.datasets.tasks import TasksOptions, TaskSpec, build_tasks
+from reweight.components.granularities.groups import PerGroup, PerGroupOptions, PerTask
+from reweight.components.granularities.per_sample import PerSample
+from reweight.components.hypergradients.one_step import OneStep, OneStepOptions
+from reweight.components.models.mlp import MLPOptions, build_mlp
+from reweight.core.data import BilevelData, Split
+from reweight.core.engine import Engine, TrainSettings
+from reweight.core.plugins import NoOptions
 from tests.conftest import inner_optimizer, make_problem, random_problem
 
 seeds = st.integers(0, 10_000)

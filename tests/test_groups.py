@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reweight.config import validate
-from reweight.data import Split
-from reweight.errors import ConfigError
-from reweight.groups import PerGroup, PerGroupOptions, PerTask
-from reweight.kmeans import kmeans
-from reweight.metrics import rank_auc, slot_summary
-from reweight.runner import build_engine
+from reweight.components.granularities.groups import PerGroup, PerGroupOptions, PerTask
+from reweight.components.granularities.kmeans import kmeans
+from reweight.core.data import Split
+from reweight.core.errors import ConfigError
+from reweight.core.metrics import rank_auc, slot_summary
+from reweight.experiment.config import validate
+from reweight.experiment.runner import build_engine
 from tests.conftest import random_problem
 
 

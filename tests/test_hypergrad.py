@@ -11,10 +11,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reweight.data import BatchSampler
-from reweight.errors import ConfigError
-from reweight.hypergrad import OneStep, OneStepOptions, lookahead_parameters, target_gradient
-from reweight.unrolled import Unrolled, UnrolledOptions
+from reweight.components.hypergradients.one_step import OneStep, OneStepOptions, lookahead_parameters, target_gradient
+from reweight.components.hypergradients.unrolled import Unrolled, UnrolledOptions
+from reweight.core.data import BatchSampler
+from reweight.core.errors import ConfigError
 from tests.conftest import inner_optimizer, make_problem, random_problem
 
 LR = 0.3

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-import numpy as np
-
-from reweight.data import Split
-from reweight.granularity import NoOptions, PerSample
-from reweight.hypergrad import OneStep, OneStepOptions, WeightGradient
-from reweight.unrolled import Unrolled, UnrolledOptions
 from reweight_ltr import LearningToReweight
 from reweight_mwn import MetaWeightNet, MetaWeightNetOptions
+
+from reweight.components.granularities.per_sample import PerSample
+from reweight.components.hypergradients.one_step import OneStep, OneStepOptions
+from reweight.components.hypergradients.unrolled import Unrolled, UnrolledOptions
+from reweight.core.data import Split
+from reweight.core.hypergrad import WeightGradient
+from reweight.core.plugins import NoOptions
 from tests.conftest import inner_optimizer, make_problem, random_problem
 
 CPU = torch.device("cpu")
@@ -107,7 +109,7 @@ def test_mwn_weights_are_in_the_unit_interval_and_its_state_round_trips():
 
 
 def test_ltr_and_mwn_give_one_weight_per_group():
-    from reweight.groups import PerGroup, PerGroupOptions
+    from reweight.components.granularities.groups import PerGroup, PerGroupOptions
 
     source = Split(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), meta={"g": torch.tensor([0, 0, 1, 1])})
     granularity = PerGroup(PerGroupOptions(by="meta", column="g"), source)

@@ -8,8 +8,8 @@ import textwrap
 
 import pytest
 
-from reweight.config import validate
-from reweight.plugins import registry
+from reweight.core.plugins import registry
+from reweight.experiment.config import validate
 
 THIRD_PARTY = '''
 import torch

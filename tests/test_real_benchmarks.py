@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from reweight import cli
-from reweight.convnets import CifarQuickOptions, DigitsOptions, build_cifar10_quick, build_digits
-from reweight.data import BilevelData, Split
-from reweight.engine import Engine, TrainSettings
-from reweight.granularity import NoOptions, PerSample
-from reweight.hypergrad import OneStep, OneStepOptions
-from reweight.plugins import registry
-from reweight.unrolled import Unrolled, UnrolledOptions
+from reweight.components.granularities.per_sample import PerSample
+from reweight.components.hypergradients.one_step import OneStep, OneStepOptions
+from reweight.components.hypergradients.unrolled import Unrolled, UnrolledOptions
+from reweight.components.models.convnets import CifarQuickOptions, DigitsOptions, build_cifar10_quick, build_digits
+from reweight.core.data import BilevelData, Split
+from reweight.core.engine import Engine, TrainSettings
+from reweight.core.plugins import NoOptions, registry
 from tests import datafiles
 from tests.conftest import inner_optimizer, make_problem
 
@@ -62,7 +62,7 @@ def test_shared_head_is_one_module_and_needs_one_label_space():
     model, data = image_problem(build_cifar10_quick, CifarQuickOptions(fc=8, shared_head=True), 32, 3)
     assert model.source_head is model.target_head
     data.target_classes = 4
-    from reweight.errors import ConfigError
+    from reweight.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="model.shared_head"):
         build_cifar10_quick(CifarQuickOptions(shared_head=True), data)

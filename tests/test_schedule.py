@@ -11,9 +11,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reweight import checkpoint
-from reweight.config import validate
-from reweight.runner import build_engine
+from reweight.experiment import checkpoint
+from reweight.experiment.config import validate
+from reweight.experiment.runner import build_engine
 
 LR, TARGET_LR = 0.2, 0.05
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-import numpy as np
-
-from reweight.data import Split
-from reweight.granularity import NoOptions, PerSample
-from reweight.hypergrad import WeightGradient
 from reweight_soseleto import Soseleto, SoseletoOptions
+
+from reweight.components.granularities.per_sample import PerSample
+from reweight.core.data import Split
+from reweight.core.hypergrad import WeightGradient
+from reweight.core.plugins import NoOptions
 
 N = 20
 finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
@@ -94,8 +95,8 @@ def _one_engine_step(target_weight: float | None):
     the model before and after, and the weight table."""
     import copy
 
-    from reweight.engine import Engine, TrainSettings
-    from reweight.hypergrad import OneStep, OneStepOptions
+    from reweight.components.hypergradients.one_step import OneStep, OneStepOptions
+    from reweight.core.engine import Engine, TrainSettings
     from tests.conftest import random_problem
 
     model, data = random_problem(3)

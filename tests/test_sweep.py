@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reweight.errors import ConfigError
-from reweight.sweep import expand, label, parse_grid
+from reweight.core.errors import ConfigError
+from reweight.experiment.sweep import expand, label, parse_grid
 
 BASE = {"name": "t", "seeds": [0, 1], "data": {"name": "synthetic_2d", "noise_rate": 0.2},
         "strategy": {"name": "soseleto", "lr": 50}}
@@ -120,7 +120,7 @@ def test_every_combination_carries_its_values(grid):
 def test_the_shipped_sweep_benchmark_expands_to_valid_combinations():
     from pathlib import Path
 
-    from reweight.config import load_raw
+    from reweight.experiment.config_file import load_raw
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "synthetic_sweep.yaml"
     plan = expand(load_raw(path))

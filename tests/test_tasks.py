@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reweight.config import validate
-from reweight.errors import ConfigError, DataError
-from reweight.runner import build_engine
+from reweight.core.errors import ConfigError, DataError
+from reweight.experiment.config import validate
+from reweight.experiment.runner import build_engine
 
 TASK = {"name": "synthetic_task", "n_source": 30, "target_per_class": 2, "n_test": 20, "dim": 3}
 

@@ -1,0 +1,1 @@
+"""Built-in granularities: per sample (the paper's), per group, per task."""

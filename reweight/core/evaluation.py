@@ -1,0 +1,64 @@
+"""What an engine reports at an evaluation: accuracies, losses and the weights' summaries, and
+the guard against NaN or infinite losses (read here, not per step, to avoid a host sync)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from reweight.core.errors import NumericalError
+from reweight.core.metrics import accuracy, slot_summary, weight_summary
+
+
+class Evaluation:
+    """The ``Engine``'s evaluation methods. They read the engine's model, strategy, data,
+    ``last_weights``, ``first_bad_step`` and ``step_count``, and cache the source weights in
+    ``_weights`` until the next step."""
+
+    def check_finite(self) -> None:
+        """Raise ``NumericalError`` if a loss (hence a weight) was NaN or infinite at any step
+        so far. One host sync: call it at evaluations and before checkpoints, not per step."""
+        bad = int(self.first_bad_step)
+        if bad >= 0:
+            raise NumericalError(
+                f"the loss became NaN or infinite at step {bad + 1} (stopped at step {self.step_count}); "
+                "lower train.lr or the strategy's learning rate"
+            )
+
+    @torch.no_grad()
+    def source_weights(self) -> torch.Tensor:
+        """The weight of every source example under the strategy's current state (or the last
+        weight each was trained with, for strategies without standing weights). Computed once per
+        state: the last evaluation and the weights file share one pass over the source set."""
+        if self._weights is not None:
+            return self._weights.clone()
+        self.model.eval()
+        source = self.data.source
+        everything = source.all()
+        chunks = everything.index.split(4096)  # one forward over a whole image set would hold all activations
+        losses = torch.cat([self.model.source_losses(source.gather(chunk)) for chunk in chunks])
+        weights = self.strategy.weights(everything, losses)
+        self._weights = self.last_weights.clone() if weights is None else weights.float()
+        return self._weights.clone()
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        self.check_finite()
+        model, data = self.model, self.data
+        model.eval()
+        target = data.target.all()
+        metrics = {
+            "test_accuracy": accuracy(model.predict_target(data.test.x), data.test.y),
+            "target_accuracy": accuracy(model.predict_target(target.x), target.y),
+            "target_loss": model.target_loss(target).item(),
+        }
+        weights = self.source_weights()
+        if not bool(torch.isfinite(weights).all()):
+            raise NumericalError(f"a source weight is NaN or infinite at step {self.step_count}")
+        metrics.update(weight_summary(weights, data.source.meta.get("corrupted")))
+        metrics.update(slot_summary(weights, self.strategy.granularity, data.source))
+        bad = [name for name, value in metrics.items() if name != "weight_noise_auc" and not math.isfinite(value)]
+        if bad:
+            raise NumericalError(f"non-finite {', '.join(bad)} at step {self.step_count}")
+        return metrics

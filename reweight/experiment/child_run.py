@@ -1,0 +1,155 @@
+"""One child run (a combination and a seed): train, log metrics by step, keep a checkpoint,
+log the weights file. A child run reopened by a resume continues from its checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import Progress
+
+from reweight.core.engine import Engine
+from reweight.core.errors import NumericalError
+from reweight.core.plugins import describe
+from reweight.experiment import checkpoint
+from reweight.experiment.checkpoint import CheckpointError
+from reweight.experiment.config import resolved
+from reweight.experiment.interrupts import Interrupted, StopRequest
+from reweight.experiment.sweep import Combination, Plan
+from reweight.experiment.tracking import (
+    CHECKPOINT_TAG,
+    DIVERGED_TAG,
+    WEIGHTS_FILE,
+    ChildRun,
+    Tracker,
+    weights_csv,
+    weights_frame,
+)
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    run_id: str
+    metrics: dict[str, float]
+    combination: Combination | None = None
+    history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    table: Any = None  # the weights file's rows, a pandas DataFrame
+
+
+def child_name(combination: Combination, seed: int) -> str:
+    """The child run's name, unique within its parent run (resuming finds children by it)."""
+    return f"{combination.name.replace(' ', ',')}-seed{seed}"
+
+
+def child_tags(plan: Plan, combination: Combination, seed: int) -> dict[str, str]:
+    """What each child run is grouped by: its components, seed and (in a sweep) swept values."""
+    config = combination.config
+    tags = {
+        "strategy": config.strategy.name,
+        "granularity": config.granularity.name,
+        "hypergrad": config.hypergrad.name,
+        "dataset": config.data.name,
+        "model": config.model.name,
+        "seed": str(seed),
+    }
+    if plan.grid:
+        tags["reweight.sweep"] = ",".join(plan.paths)
+        tags["reweight.combination"] = combination.name
+        tags.update({f"sweep.{path}": text for path, text in combination.labels.items()})
+    return tags
+
+
+def weights_table(engine: Engine):
+    """The final weight of every source example, with what the benchmark knows about it."""
+    source = engine.data.source
+    granularity = engine.strategy.granularity
+    slot_of = granularity.slots(source.all())
+    names = granularity.slot_names()
+    slots = None
+    if not torch.equal(slot_of.cpu(), torch.arange(len(source))):  # per-sample weights need no slot column
+        slots = [names[k] for k in slot_of.tolist()] if names else [str(k) for k in slot_of.tolist()]
+    return weights_frame(engine.source_weights().cpu(), source.meta.get("corrupted"), slots, source.meta.get("harmful"))
+
+
+def restore(engine: Engine, path: Path, run_id: str) -> dict[str, Any]:
+    """Load the checkpoint at ``path`` into ``engine``; return it."""
+    saved = checkpoint.load(path)
+    if saved.get("run_id") != run_id:
+        raise CheckpointError(f"{path}: belongs to run {saved.get('run_id')}, not {run_id}")
+    try:
+        engine.load_state_dict(saved["engine"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as error:
+        raise CheckpointError(f"{path}: does not fit this run's model or strategy ({describe(error)})") from None
+    return saved
+
+
+def run_seed(tracker: Tracker, plan: Plan, combination: Combination, seed: int, engine: Engine,
+             progress: Progress, stop: StopRequest, parent_id: str, earlier: ChildRun | None = None) -> SeedResult:
+    """Train one child run to its last step (``earlier``: continue that run from its checkpoint)."""
+    config = combination.config
+    history: dict[str, list[tuple[int, float]]] = {}
+    latest: dict[str, float] = {}
+    say = progress.console.print
+
+    def on_eval(step: int, values: dict[str, float]) -> None:
+        tracker.metrics(values, step)
+        latest.clear()
+        latest.update(values)
+        for key, value in values.items():
+            history.setdefault(key, []).append((step, value))
+
+    child_config = {**resolved(config, combination.options), "seed": seed}
+    name = child_name(combination, seed)
+    with tracker.child(name, child_config, child_tags(plan, combination, seed),
+                       run_id=earlier and earlier.run_id) as run_id:
+        default = (Path(config.checkpoint.dir) / f"{run_id}.pt").absolute()
+        candidates = [Path(earlier.checkpoint)] if earlier and earlier.checkpoint else []
+        path = next((p for p in [*candidates, default] if p.is_file()), default)
+        kept: list[int] = []  # the step of the checkpoint on disk, if any
+        if path.is_file():
+            saved = restore(engine, path, run_id)
+            history.update({key: [tuple(point) for point in points] for key, points in saved["history"].items()})
+            latest.update(saved["metrics"])
+            kept.append(engine.step_count)
+            say(f"{name}: resuming at step {engine.step_count} from {path}", markup=False)
+            if saved.get("device") != engine.last_weights.device.type:
+                say(f"{name}: the checkpoint was saved on {saved.get('device')} and resumes on "
+                    f"{engine.last_weights.device.type}: the result will not be bit-identical", markup=False)
+        elif earlier:
+            say(f"{name}: no checkpoint at {' or '.join(str(p) for p in dict.fromkeys([*candidates, default]))}; "
+                "training it again from step 0", markup=False)
+        if not earlier or str(path) != earlier.checkpoint:
+            tracker.tag(CHECKPOINT_TAG, str(path))
+
+        def save() -> None:
+            engine.check_finite()
+            checkpoint.save(path, {"run_id": run_id, "parent_run_id": parent_id, "engine": engine.state_dict(),
+                                   "device": engine.last_weights.device.type, "history": history,
+                                   "metrics": dict(latest)})
+            kept[:] = [engine.step_count]
+
+        def after_step(step: int) -> None:
+            if stop.pending:
+                save()
+                raise Interrupted(f"{stop.name} at step {step} of {name}; checkpoint saved to {path}; "
+                                  f"resume with: reweight resume {parent_id}", stop.signal)
+            if config.checkpoint.every and step % config.checkpoint.every == 0:
+                save()
+
+        task = progress.add_task(name, total=config.train.steps, completed=engine.step_count)
+        try:
+            engine.fit(config.train.steps, config.train.eval_every, on_eval=on_eval,
+                       progress=lambda advance: progress.advance(task, advance), after_step=after_step)
+            save()
+        except NumericalError as error:
+            tracker.tag(DIVERGED_TAG, "true")  # final: a resume would only diverge the same way again
+            where = f"the last good checkpoint (step {kept[0]}) is kept: {path}" if kept else "no checkpoint was saved"
+            raise NumericalError(f"{name}: {error}; {where}") from None
+        finally:
+            progress.remove_task(task)
+        table = weights_table(engine)
+        tracker.text(weights_csv(table), WEIGHTS_FILE)
+    return SeedResult(seed, run_id, dict(latest), combination, history, table)

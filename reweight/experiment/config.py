@@ -1,0 +1,232 @@
+"""Experiment configuration: YAML validated by pydantic, each plugin validating its own options.
+
+A component section names the plugin and gives its options beside the name:
+
+    strategy: {name: soseleto, lr: 20}
+
+Any problem is raised as one ``ConfigError`` naming the field path, e.g.
+``strategy.lr: Input should be greater than 0``, before any work starts.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from reweight.core.engine import TrainSettings
+from reweight.core.errors import ConfigError, validation_message
+from reweight.core.plugins import ByName, Registry, describe, registry
+
+
+def name_key(key: str) -> str:
+    """The one spelling of a component's plugin name: ``method`` (accepted for it) is ``name``."""
+    return "name" if key == "method" else key
+
+
+def with_name_key(section: Any) -> Any:
+    """A component section with its plugin name under ``name``, however it was spelt."""
+    if isinstance(section, dict) and "name" not in section and any(name_key(key) == "name" for key in section):
+        return {name_key(key): value for key, value in section.items()}
+    return section
+
+
+class Component(BaseModel):
+    """``name`` picks a registered plugin (``method`` is accepted too); other keys are its options."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_name_key(cls, value: Any) -> Any:
+        return with_name_key(value)
+
+    @property
+    def raw_options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ScheduleConfig(BaseModel):
+    """How the learning rates of θ, φˢ and φᵗ change over the run (the strategy's own rate, λ_α,
+    stays constant)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["constant", "cosine", "step"] = "constant"
+    milestones: list[Annotated[int, Field(ge=1)]] = Field(
+        default=[], description="step: the steps at which the rates are multiplied by gamma."
+    )
+    gamma: float = Field(0.1, gt=0, le=1, description="step: the factor applied at each milestone.")
+    final: float = Field(0.0, ge=0, le=1, description="cosine: the rates reached at the end, as a fraction of the first.")
+
+    @model_validator(mode="after")
+    def _fits_the_kind(self) -> ScheduleConfig:
+        if self.kind == "step" and not self.milestones:
+            raise ValueError("a step schedule needs milestones, e.g. [10000, 15000]")
+        # a field the kind ignores, set to anything but its default, is a mistake, not a no-op
+        for field, owner in {"final": "cosine", "gamma": "step", "milestones": "step"}.items():
+            if owner != self.kind and getattr(self, field) != type(self).model_fields[field].default:
+                raise ValueError(f"{field} is only for kind: {owner}, not kind: {self.kind}")
+        if self.milestones != sorted(set(self.milestones)):
+            raise ValueError("milestones must increase")
+        return self
+
+
+ENGINE = TrainSettings()  # the engine's defaults, so that a config and a Python caller agree
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    steps: int = Field(2000, ge=1)
+    eval_every: int = Field(100, ge=1)
+    source_batch_size: int = Field(ENGINE.source_batch_size, ge=1)
+    target_batch_size: int | None = Field(ENGINE.target_batch_size, ge=1, description="null: the whole target set every step.")
+    lr: float = Field(ENGINE.lr, gt=0, description="λ_p, learning rate of θ and φˢ.")
+    momentum: float = Field(ENGINE.momentum, ge=0, lt=1)
+    weight_decay: float = Field(ENGINE.weight_decay, ge=0)
+    target_lr: float = Field(ENGINE.target_lr, gt=0, description="Learning rate of the target head φᵗ.")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda, cuda:N.")
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _bare_kind(cls, value: Any) -> Any:
+        return {"kind": value} if isinstance(value, str) else value  # schedule: cosine
+
+    @field_validator("schedule")
+    @classmethod
+    def _milestones_within_the_run(cls, schedule: ScheduleConfig, info: ValidationInfo) -> ScheduleConfig:
+        steps = info.data.get("steps")
+        late = [m for m in schedule.milestones if steps is not None and m >= steps]
+        if late:
+            raise ValueError(f"milestone {late[0]} is not before the last step (train.steps: {steps})")
+        return schedule
+
+
+class TrackingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    experiment: str | None = Field(None, description="MLflow experiment; defaults to the config's name.")
+    plots: bool = Field(True, description="Log comparison plots (PNG) on the parent run.")
+
+
+class CheckpointConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    every: int | None = Field(500, ge=1, description="Save every this many steps (null: only at the end).")
+    dir: str = Field("checkpoints", min_length=1, description="Folder of the checkpoint files, one per child run.")
+
+
+# the default plugin of each component section that has one
+DEFAULT_NAMES = {"model": "mlp", "strategy": "soseleto", "granularity": "per_sample", "hypergrad": "one_step"}
+
+
+def _component(section: str) -> Any:
+    return Field(default_factory=lambda: Component(name=DEFAULT_NAMES[section]))
+
+
+MAX_SEEDS = 10_000  # a count is expanded into a list, so it must stay small
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what every random generator accepts, offsets included
+
+
+class ExperimentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1)
+    seeds: list[Seed] = Field(default=[0], min_length=1, description="A list of seeds, or a count n for 0..n-1.")
+    data: Annotated[Component, ByName]
+    model: Annotated[Component, ByName] = _component("model")
+    strategy: Annotated[Component, ByName] = _component("strategy")
+    granularity: Annotated[Component, ByName] = _component("granularity")
+    hypergrad: Annotated[Component, ByName] = _component("hypergrad")
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seed_count(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not 1 <= value <= MAX_SEEDS:
+                raise ValueError(f"a seed count must be between 1 and {MAX_SEEDS}")
+            return list(range(value))
+        return value
+
+
+
+# config section -> plugin kind
+SECTIONS = {
+    "data": "dataset",
+    "model": "model",
+    "strategy": "strategy",
+    "granularity": "granularity",
+    "hypergrad": "hypergradient",
+}
+
+
+def path_part(part: Any) -> str:
+    """A key as written in a field path; quoted when it would be unreadable or ambiguous there."""
+    if isinstance(part, int) or (isinstance(part, str) and part.isprintable() and part.strip() == part and part
+                                 and "." not in part):
+        return str(part)
+    return repr(part)
+
+
+def _first_error(error: ValidationError, prefix: tuple[Any, ...] = ()) -> str:
+    details = error.errors()[0]
+    loc = (*prefix, *details["loc"])
+    if details["type"] == "nested_options":  # a plugin component inside options (e.g. data.sources.0.data)
+        loc = (*loc, *details["ctx"]["loc"])
+    path = ".".join(path_part(part) for part in loc) or "(top level)"
+    message = validation_message(details)
+    more = len(error.errors()) - 1
+    return f"{path}: {message}" + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
+
+
+def validate(raw: Any, plugins: Registry | None = None) -> tuple[ExperimentConfig, dict[str, BaseModel]]:
+    """Check a parsed config; return it with each component's validated options model."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"the config must be a mapping of fields, got {type(raw).__name__}")
+    try:
+        config = ExperimentConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_first_error(error)) from None
+    plugins = plugins or registry()
+    options: dict[str, BaseModel] = {}
+    for section, kind in SECTIONS.items():
+        spec: Component = getattr(config, section)
+        try:
+            component = plugins.get(kind, spec.name)
+        except KeyError as error:
+            raise ConfigError(f"{section}.name: {error.args[0]}") from None
+        try:
+            options[section] = component.options.model_validate(spec.raw_options)
+        except ValidationError as error:
+            raise ConfigError(_first_error(error, (section,))) from None
+        except Exception as error:  # noqa: BLE001 - a plugin's validator raised something pydantic does not wrap
+            raise ConfigError(f"{section}: the options of {kind} {spec.name!r} (plugin {component.plugin!r}) "
+                              f"could not be checked ({describe(error)})") from None
+    return config, options
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": 0.1}} -> {"train.lr": 0.1}, for MLflow params."""
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, child in value.items():
+            flat.update(flatten(child, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): value}
+
+
+def resolved(config: ExperimentConfig, options: dict[str, BaseModel]) -> dict[str, Any]:
+    """The config with every default filled in, as plain data (logged as an artifact)."""
+    data = config.model_dump(mode="json", exclude={*SECTIONS})
+    for section in SECTIONS:
+        data[section] = {"name": getattr(config, section).name, **options[section].model_dump(mode="json")}
+    return data

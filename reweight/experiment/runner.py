@@ -1,0 +1,255 @@
+"""Builds the pieces named by a validated config and runs them: one parent run, and one child
+run per combination of a sweep (a single one without) and seed."""
+
+from __future__ import annotations
+
+import functools
+import json
+import statistics
+from contextlib import ExitStack
+from pathlib import Path
+
+import torch
+import yaml
+from pydantic import BaseModel
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from reweight.core.engine import Engine, TrainSettings
+from reweight.core.errors import ConfigError, NumericalError, ReweightError
+from reweight.core.plugins import registry
+from reweight.experiment import checkpoint
+from reweight.experiment.child_run import SeedResult, child_name, run_seed
+from reweight.experiment.config import ExperimentConfig, flatten, resolved
+from reweight.experiment.interrupts import Interrupted, stop_on_signal
+from reweight.experiment.schedule import scheduler
+from reweight.experiment.sweep import Combination, Plan
+from reweight.experiment.tracking import PLAN_FILE, PLAN_TAG, Tracker
+
+SUMMARY_METRICS = ("test_accuracy", "target_loss", "source_loss", "weight_noise_auc", "weight_harmful_auc")
+SUMMARY_PREFIXES = ("weight_group_", "weight_task_")  # per-slot weights, shown when few enough to name
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"train.device: unknown device {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: {name!r} requested but no CUDA device is available")
+    return device
+
+
+def build_engine(config: ExperimentConfig, options: dict[str, BaseModel], seed: int) -> Engine:
+    """Everything for one seed: data, model, granularity, strategy, hypergradient, engine."""
+    plugins = registry()
+    device = resolve_device(config.train.device)
+    torch.manual_seed(seed)
+    data = plugins.get("dataset", config.data.name).factory(options["data"], seed)
+    too_big = config.train.source_batch_size > len(data.source)
+    if too_big:
+        raise ConfigError(
+            f"train.source_batch_size: {config.train.source_batch_size} is larger than the "
+            f"source set ({len(data.source)} examples)"
+        )
+    data = data.to(device)
+    model = plugins.get("model", config.model.name).factory(options["model"], data).to(device)
+    model.restrict_source_labels(data.source_label_mask())
+    granularity = plugins.get("granularity", config.granularity.name).factory(
+        options["granularity"], data.source, model=model
+    )
+    strategy = plugins.get("strategy", config.strategy.name).factory(options["strategy"], granularity, device)
+    hypergradient = plugins.get("hypergradient", config.hypergrad.name).factory(options["hypergrad"])
+    schedule = functools.partial(scheduler, config.train.schedule, config.train.steps)
+    settings = TrainSettings(**config.train.model_dump(exclude={"steps", "eval_every", "device", "schedule"}),
+                             schedule=schedule)
+    return Engine(model, strategy, hypergradient, data, settings, seed)
+
+
+def summary_keys(metrics: dict[str, float]) -> list[str]:
+    """The metrics a run's summary line shows, in a fixed order."""
+    named = [key for key in SUMMARY_METRICS if key in metrics]
+    return named + sorted(key for key in metrics if key.startswith(SUMMARY_PREFIXES))
+
+
+def summary_line(name: str, metrics: dict[str, float]) -> str:
+    return f"{name}: " + " ".join(f"{key}={metrics[key]:.4f}" for key in summary_keys(metrics))
+
+
+def parent_params(plan: Plan) -> dict[str, str] | None:
+    """Without a sweep: the flattened resolved config (None). With one: the fields every
+    combination shares, and ``sweep.<path>`` = the swept values."""
+    if not plan.grid:
+        return None
+    flats = [flatten(resolved(c.config, c.options)) for c in plan.combinations]
+    shared = {key: value for key, value in flats[0].items() if all(flat.get(key, object()) == value for flat in flats)}
+    shared.update({f"sweep.{path}": json.dumps(values) for path, values in plan.grid.items()})
+    return shared
+
+
+def run(plan: Plan, console: Console, resume: bool | str = False) -> list[SeedResult]:
+    """Every combination of the plan for every seed: one parent run, one child run each.
+
+    ``resume``: True continues the newest unfinished parent run of the same plan (a new one
+    if there is none), a run id continues that parent run. Finished child runs are kept,
+    unfinished ones continue from their checkpoint, missing ones start. A child run that
+    diverges (NaN) fails alone; the others still run, and the command fails at the end."""
+    first = plan.combinations[0]
+    engine = combination_engine(plan, first, plan.seeds[0])  # data/size problems before any run exists
+    folder = Path(first.config.checkpoint.dir).absolute()
+    checkpoint.check_writable(folder)
+    tracker = Tracker(plan.experiment)
+    previous = resume if isinstance(resume, str) else tracker.unfinished_parent(plan.fingerprint) if resume else None
+    if isinstance(resume, str) and tracker.fingerprint(resume) not in (None, plan.fingerprint):
+        raise ReweightError(f"run {resume}: its config resolves differently now (the defaults or a plugin changed "
+                            "since it started), so it cannot continue exactly; start a new run")
+    if resume is True:
+        console.print(f"resuming parent run {previous}" if previous else
+                      "no unfinished run of this plan to resume: starting a new one", markup=False)
+    children = tracker.children(previous) if previous else {}
+    parent_config = plan.raw if plan.grid else resolved(first.config, first.options)
+    parent_tags = {"reweight.sweep": ",".join(plan.paths)} if plan.grid else {}
+    parent_tags[PLAN_TAG] = plan.fingerprint
+    results: list[SeedResult] = []
+    diverged: list[str] = []
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=console, disable=not console.is_terminal, transient=True,
+    )
+    with ExitStack() as stack:
+        if previous:  # before reopening it: a run another process is training must stay untouched
+            stack.enter_context(checkpoint.exclusive(folder / f"{previous}.lock"))
+        stop = stack.enter_context(stop_on_signal())
+        stack.enter_context(progress)
+        parent_id = stack.enter_context(tracker.parent(plan.name, parent_config, parent_tags, parent_params(plan),
+                                                       run_id=previous))
+        if previous is None:
+            stack.enter_context(checkpoint.exclusive(folder / f"{parent_id}.lock"))
+            tracker.text(yaml.safe_dump(plan.raw, sort_keys=False), PLAN_FILE)
+        try:
+            for combination in plan.combinations:
+                mine: list[SeedResult] = []
+                for seed in plan.seeds:
+                    ready, engine = engine, None  # the engine built up front is the first child's only
+                    name = child_name(combination, seed)
+                    earlier = children.get(name)
+                    if stop.pending:
+                        raise Interrupted(f"{stop.name} before {name} started; resume with: reweight resume "
+                                          f"{parent_id}", stop.signal)
+                    if earlier and earlier.diverged:
+                        console.print(f"{name}: diverged earlier (run={earlier.run_id}); not run again",
+                                      markup=False)
+                        diverged.append(name)
+                        continue
+                    if earlier and earlier.status == "FINISHED":
+                        metrics, history, table = tracker.finished(earlier.run_id)
+                        mine.append(SeedResult(seed, earlier.run_id, metrics, combination, history, table))
+                        how = f"run={earlier.run_id} (finished earlier)"
+                    else:
+                        try:
+                            mine.append(run_seed(tracker, plan, combination, seed,
+                                                 ready or combination_engine(plan, combination, seed), progress,
+                                                 stop, parent_id, earlier))
+                        except NumericalError as error:
+                            if len(plan.combinations) * len(plan.seeds) == 1:
+                                raise
+                            console.print(f"error: {error}", markup=False, soft_wrap=True)
+                            diverged.append(name)
+                            continue
+                        how = f"run={mine[-1].run_id}"
+                    console.print(summary_line(f"{plan.name} [{combination.name} seed {seed}]", mine[-1].metrics)
+                                  + f" {how}", soft_wrap=True, markup=False)
+                results.extend(mine)
+                summarize_seeds(tracker, plan, combination, mine, console, parent_id)
+            if first.config.tracking.plots and results:
+                log_plots(tracker, plan, results)
+            if diverged:
+                raise NumericalError(f"{len(diverged)} child run{'s' * (len(diverged) > 1)} diverged (NaN or "
+                                     f"infinite loss): {', '.join(diverged)}; the others are logged under parent "
+                                     f"run {parent_id}")
+        except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint now, but the periodic ones are kept
+            raise Interrupted(f"interrupted; the last periodic checkpoints are kept; resume with: "
+                              f"reweight resume {parent_id}") from None
+    if plan.grid and results:
+        print_comparison(plan, results, console, parent_id)
+    return results
+
+
+def summarize_seeds(tracker: Tracker, plan: Plan, combination: Combination, mine: list[SeedResult],
+                    console: Console, parent_id: str) -> None:
+    """Mean ± std over a combination's seeds: printed, and logged on the parent without a sweep."""
+    stats = aggregate(mine) if len(mine) > 1 else {}
+    if not stats:
+        return
+    if not plan.grid:  # with a sweep, one parent run holds many combinations: compare them instead
+        tracker.metrics(stats, step=combination.config.train.steps)
+    shown = " ".join(f"{key}={stats[key + '_mean']:.4f}±{stats[key + '_std']:.4f}"
+                     for key in summary_keys(mine[0].metrics))
+    console.print(f"{plan.name} [{combination.name}, {len(mine)} seeds]: {shown} parent={parent_id}",
+                  soft_wrap=True, markup=False)
+
+
+def combination_engine(plan: Plan, combination: Combination, seed: int) -> Engine:
+    try:
+        return build_engine(combination.config, combination.options, seed)
+    except ConfigError as error:
+        if not plan.grid:
+            raise
+        raise ConfigError(f"sweep combination {combination.name}: {error}") from None
+
+
+def comparison_keys(plan: Plan) -> list[str]:
+    """What the plots and the closing table group by: the strategy, then the swept paths."""
+    from reweight.experiment.compare import comparison_keys as keys_for
+
+    return keys_for(plan.paths)
+
+
+def cell_of(result: SeedResult, keys: list[str]) -> tuple[str, ...]:
+    labels = result.combination.labels
+    return tuple(labels.get(key, result.combination.config.strategy.name if key == "strategy" else "")
+                 for key in keys)
+
+
+def log_plots(tracker: Tracker, plan: Plan, results: list[SeedResult]) -> None:
+    """The comparison plots of this run's children, as ``plots/*.png`` on the parent run."""
+    from reweight.experiment import plots
+
+    keys = comparison_keys(plan)
+    records = [plots.RunRecord(cell_of(r, keys), r.history, r.table) for r in results]
+    made = plots.figures(records, keys)
+    try:
+        for name, figure in made.items():
+            tracker.figure(figure, f"plots/{name}")
+    finally:
+        plots.close(made)
+
+
+def print_comparison(plan: Plan, results: list[SeedResult], console: Console, parent_id: str) -> None:
+    """The sweep at a glance: ``reweight compare`` of this parent run's children."""
+    import pandas as pd
+
+    from reweight.experiment import compare
+
+    keys = comparison_keys(plan)
+    metrics = [key for key in ("test_accuracy", "weight_noise_auc", "weight_harmful_auc")
+               if all(key in r.metrics for r in results)]
+    if not metrics:
+        return
+    frame = pd.DataFrame([dict(zip(keys, cell_of(r, keys))) | {m: r.metrics[m] for m in metrics} for r in results])
+    cells = compare.summarize(frame, keys, metrics)
+    console.print(compare.render(cells, keys, metrics, "table", f"{plan.name}: {len(results)} runs"))
+    console.print(f"again later: reweight compare {plan.experiment} --parent {parent_id}", soft_wrap=True,
+                  markup=False)
+
+
+def aggregate(results: list[SeedResult]) -> dict[str, float]:
+    """Mean and (sample) standard deviation of each final metric over seeds."""
+    stats: dict[str, float] = {}
+    for key in results[0].metrics:
+        values = [r.metrics[key] for r in results if key in r.metrics]
+        stats[f"{key}_mean"] = statistics.fmean(values)
+        stats[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    return stats
