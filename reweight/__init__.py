@@ -3,27 +3,41 @@
 What plugin authors and users program against is exported here; it lives in ``reweight.core``.
 """
 
+import sys
+
+from reweight.core import errors, hypergrad, models
 from reweight.core.data import Batch, BilevelData, Split
+from reweight.core.errors import ConfigError, DataError, ReweightError
 from reweight.core.granularity import Granularity
 from reweight.core.hypergrad import Hypergradient, HypergradientProblem, HypergradientResult, WeightGradient
-from reweight.core.models import BilevelNet
+from reweight.core.models import BilevelNet, buffers_preserved
 from reweight.core.plugins import NoOptions, hookimpl
 from reweight.core.strategy import Strategy
 
 __version__ = "0.1.0"
 
+# The module paths that the 0.1 plugin guide named (``reweight.errors.DataError``,
+# ``reweight.models.buffers_preserved``, ``reweight.hypergrad.WeightGradient``) stay importable,
+# so that plugins written against it keep working; new code imports from ``reweight``.
+for _module in (errors, hypergrad, models):
+    sys.modules.setdefault(f"{__name__}.{_module.__name__.rsplit('.', 1)[1]}", _module)
+
 __all__ = [
     "Batch",
     "BilevelData",
     "BilevelNet",
+    "ConfigError",
+    "DataError",
     "Granularity",
     "Hypergradient",
     "HypergradientProblem",
     "HypergradientResult",
     "NoOptions",
+    "ReweightError",
     "Split",
     "Strategy",
     "WeightGradient",
+    "buffers_preserved",
     "hookimpl",
     "__version__",
 ]

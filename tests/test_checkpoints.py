@@ -241,6 +241,30 @@ def test_a_run_held_by_another_process_is_not_resumed(tracking_dir, capsys):
     assert list(parents["status"]) == ["KILLED"] and list(children["status"]) == ["KILLED"]  # untouched
 
 
+def test_the_lock_file_is_deleted_when_released_and_can_be_taken_again(tmp_path):
+    lock = tmp_path / "parent.lock"
+    with checkpoint.exclusive(lock):
+        assert lock.exists()
+        with pytest.raises(CheckpointError), checkpoint.exclusive(lock):
+            pass
+        assert lock.exists()  # a refused attempt leaves the holder's file alone
+    assert not lock.exists()
+    with pytest.raises(RuntimeError), checkpoint.exclusive(lock):  # released on an error too
+        raise RuntimeError("boom")
+    assert not lock.exists()
+    with checkpoint.exclusive(lock):
+        assert lock.exists()
+
+
+def test_a_stopped_and_a_resumed_run_leave_no_lock_file(tracking_dir, capsys):
+    from reweight.cli import main
+
+    _, _, parent_id, path = interrupted_run(tracking_dir, capsys)
+    assert not list(path.parent.glob("*.lock"))
+    assert main(["resume", parent_id]) == 0
+    assert not list(path.parent.glob("*.lock"))
+
+
 def test_a_run_whose_config_now_resolves_differently_is_not_resumed(tracking_dir, capsys):
     import mlflow
 

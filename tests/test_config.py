@@ -137,3 +137,23 @@ def test_yaml_round_trip_of_resolved_config():
     config, options = validate(MINIMAL)
     full = resolved(config, options)
     assert resolved(*validate(yaml.safe_load(yaml.safe_dump(full)))) == full
+
+
+def test_the_train_section_defaults_are_the_engines():
+    """One source of truth: a config without a train section trains as ``TrainSettings()`` does."""
+    from dataclasses import fields
+
+    from reweight.core.engine import TrainSettings
+    from reweight.experiment.config import TrainConfig
+
+    engine, config = TrainSettings(), TrainConfig()
+    shared = [field.name for field in fields(TrainSettings) if field.name != "schedule"]
+    assert shared and all(getattr(config, name) == getattr(engine, name) for name in shared)
+
+
+@pytest.mark.parametrize("section", ["strategy", "hypergrad", "model"])
+def test_a_bare_name_and_the_method_spelling_mean_the_same_section(section):
+    name = {"strategy": "uniform", "hypergrad": "unrolled", "model": "mlp"}[section]
+    bare, _ = validate({**MINIMAL, section: name})
+    spelled, _ = validate({**MINIMAL, section: {"method": name}})
+    assert getattr(bare, section).name == getattr(spelled, section).name == name

@@ -35,7 +35,8 @@ from reweight.core.strategy import Strategy
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """The engine's knobs (validated upstream by ``reweight.config.TrainConfig``)."""
+    """The engine's knobs (validated upstream by ``reweight.experiment.config.TrainConfig``, whose
+    defaults are these)."""
 
     source_batch_size: int = 32
     target_batch_size: int | None = None

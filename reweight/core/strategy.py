@@ -4,7 +4,7 @@ The engine asks a strategy for the weights of a batch and hands it the hypergrad
 dL_t/dwⱼ of each example's weight, for every source batch of the method's look-ahead (one
 for the one-step method, K for the unrolled one); what the strategy keeps (an α table, a weight
 network, nothing) and how it turns the hypergradient into new weights is its own business. Strategies
-are plugins: see ``reweight.plugins``.
+are plugins: see ``reweight.core.plugins``.
 """
 
 from __future__ import annotations

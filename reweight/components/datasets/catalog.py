@@ -12,7 +12,7 @@ files fetched by torchvision (or by ``reweight data download``) are found as the
 
 Each set whose files are published (all but the Parquet exports) carries the md5 of its
 canonical files; a file holding the canonical number of examples must match it (see
-``reweight.datasets.files``). For IDX files the md5 is that of the decompressed bytes.
+``reweight.components.datasets.files``). For IDX files the md5 is that of the decompressed bytes.
 
 The data root is, in order: the data set's ``data_root`` option, the ``REWEIGHT_DATA_ROOT``
 environment variable, ``$XDG_CACHE_HOME/reweight/data`` (``~/.cache/reweight/data``).

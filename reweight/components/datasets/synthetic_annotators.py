@@ -1,6 +1,6 @@
 """A source labelled by several annotators, some of whom get most labels wrong.
 
-The per-group benchmark's data: two moons (see ``reweight.synthetic``), each source point
+The per-group benchmark's data: two moons (see ``reweight.components.datasets.synthetic``), each source point
 labelled by one of ``annotators`` annotators chosen at random. The first ``harmful`` of them
 flip a ``harmful_flip`` share of their labels, the others a ``helpful_flip`` share. The
 source carries an ``annotator`` meta column to group by, plus ground truth the training

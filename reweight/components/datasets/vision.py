@@ -3,7 +3,7 @@ its training split, the rest as a noisy source) and ``transfer`` (a source set a
 with their own classes, e.g. SVHN 0-4 -> MNIST 5-9).
 
 Images stay uint8 (N×C×H×W) in the splits; models scale and normalise them on the device
-(``reweight.models.InputScale``). Class selection, grayscale and resizing are done once here.
+(``reweight.components.models.heads.InputScale``). Class selection, grayscale and resizing are done once here.
 """
 
 from __future__ import annotations

@@ -1,127 +1,16 @@
-"""Comparison plots of a group of runs, as matplotlib figures (Agg backend, imported lazily).
-
-Every plot groups runs into cells by the comparison keys (``--by``): the first key picks the
-colour (usually the strategy), the others, if any, pick the panel (e.g. one panel per noise
-level). The figures:
-
-- ``curves.png``: a metric (test accuracy by default) over training, mean ± std over runs;
-- ``weights.png``: histograms of the final weights, clean and corrupted examples (or helpful and
-  harmful sources) apart;
-- ``detector.png``: precision and recall of "the lowest weights are the corrupted labels";
-- ``slots.png``: the mean final weight of each group or task, for granularities with slots.
-
-Each is made only when the runs have what it needs (the weights file says whether labels
-were corrupted and which slot each example belongs to).
-"""
+"""What the final weights look like: their histograms, how well they detect corrupted labels,
+and the mean weight of each slot."""
 
 from __future__ import annotations
 
-import math
 import os
-import re
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from reweight.experiment.plots.layout import CLEAN, CORRUPTED, Layout, RunRecord, natural_key, pyplot
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
-
-PANEL = (4.8, 3.4)  # inches per panel
-CLEAN, CORRUPTED = "tab:blue", "tab:red"
-
-
-@dataclass
-class RunRecord:
-    """What the plots need from one run: its cell, its metric histories and its final weights."""
-
-    cell: tuple[str, ...]
-    history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
-    weights: pd.DataFrame | None = None
-
-
-def natural_key(value: str) -> tuple:
-    """Numbers in numeric order before text; text with numbers in it (``annotator_10``) in
-    natural order."""
-    try:
-        return (0, float(value), ())
-    except ValueError:
-        return (1, 0.0, tuple((0, int(part), "") if part.isdigit() else (1, 0, part)
-                              for part in re.split(r"(\d+)", value) if part))
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-class Layout:
-    """Colours from the first key, panels from the others."""
-
-    def __init__(self, records: list[RunRecord], by: list[str]) -> None:
-        self.by = by
-        self.colors = sorted({r.cell[0] for r in records}, key=natural_key)
-        self.panels = sorted({r.cell[1:] for r in records}, key=lambda panel: [natural_key(v) for v in panel])
-        self.records = records
-
-    def color(self, value: str) -> str:
-        palette = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
-                   "tab:cyan", "tab:gray", "tab:red"]
-        return palette[self.colors.index(value) % len(palette)]
-
-    def panel_title(self, panel: tuple[str, ...]) -> str:
-        return "  ".join(f"{key}={value}" for key, value in zip(self.by[1:], panel))
-
-    def runs(self, color: str, panel: tuple[str, ...]) -> list[RunRecord]:
-        return [r for r in self.records if r.cell[0] == color and r.cell[1:] == panel]
-
-    def grid(self, plt, ncols: int | None = None, title: str = ""):
-        n = len(self.panels)
-        ncols = ncols or min(3, n)
-        nrows = math.ceil(n / ncols)
-        fig, axes = plt.subplots(nrows, ncols, figsize=(PANEL[0] * ncols, PANEL[1] * nrows + 0.6),
-                                 squeeze=False, layout="constrained")
-        for ax in axes.flat[n:]:
-            ax.set_visible(False)
-        if title:
-            fig.suptitle(title)
-        return fig, list(axes.flat[:n])
-
-
-def curves(records: list[RunRecord], by: list[str], metric: str = "test_accuracy") -> Figure | None:
-    """``metric`` over training steps: mean line and ± std band over the runs of each cell."""
-    import numpy as np
-
-    records = [r for r in records if r.history.get(metric)]
-    if not records:
-        return None
-    plt = _pyplot()
-    layout = Layout(records, by)
-    fig, axes = layout.grid(plt, title=f"{metric} during training (mean ± std over runs)")
-    for ax, panel in zip(axes, layout.panels):
-        for color in layout.colors:
-            runs = layout.runs(color, panel)
-            if not runs:
-                continue
-            by_step: dict[int, list[float]] = {}
-            for run in runs:
-                for step, value in run.history[metric]:
-                    by_step.setdefault(step, []).append(value)
-            steps = np.array(sorted(by_step))
-            mean = np.array([np.mean(by_step[s]) for s in steps])
-            std = np.array([np.std(by_step[s], ddof=1) if len(by_step[s]) > 1 else 0.0 for s in steps])
-            ax.plot(steps, mean, color=layout.color(color), label=f"{color} (n={len(runs)})", lw=1.6)
-            ax.fill_between(steps, mean - std, mean + std, color=layout.color(color), alpha=0.2, lw=0)
-        ax.set_xlabel("step")
-        ax.set_ylabel(metric)
-        ax.set_title(layout.panel_title(panel), fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, title=by[0], title_fontsize=8)
-    return fig
 
 
 def _with_weights(records: list[RunRecord]) -> list[RunRecord]:
@@ -150,7 +39,7 @@ def weights(records: list[RunRecord], by: list[str]) -> Figure | None:
     records = _with_weights(records)
     if not records:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     layout = Layout(records, by)
     ncols = len(layout.colors)
     nrows = len(layout.panels)
@@ -201,7 +90,7 @@ def detector(records: list[RunRecord], by: list[str]) -> Figure | None:
     records = [r for r in _with_weights(records) if _knows_corruption(r.weights)]
     if not records:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     layout = Layout(records, by)
     fig, axes = layout.grid(plt, title="Lowest weights as a corrupted-label detector")
     for ax, panel in zip(axes, layout.panels):
@@ -241,7 +130,7 @@ def slots(records: list[RunRecord], by: list[str]) -> Figure | None:
     records = [r for r in _with_weights(records) if "slot" in r.weights]
     if not records:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     layout = Layout(records, by)
     names = sorted({str(name) for r in records for name in r.weights["slot"]}, key=natural_key)
     harmful = set()
@@ -276,34 +165,3 @@ def slots(records: list[RunRecord], by: list[str]) -> Figure | None:
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=8, title=by[0], title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
-
-
-def figures(records: list[RunRecord], by: list[str], metric: str = "test_accuracy") -> dict[str, Any]:
-    """Every plot the records support, by file name."""
-    made = {
-        "curves.png": curves(records, by, metric),
-        "weights.png": weights(records, by),
-        "detector.png": detector(records, by),
-        "slots.png": slots(records, by),
-    }
-    return {name: figure for name, figure in made.items() if figure is not None}
-
-
-def save(made: dict[str, Any], directory: str | Path, dpi: int = 100) -> list[Path]:
-    """Write each figure as a PNG under ``directory`` and close it."""
-    plt = _pyplot()
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, figure in made.items():
-        path = directory / name
-        figure.savefig(path, dpi=dpi)
-        plt.close(figure)
-        written.append(path)
-    return written
-
-
-def close(made: dict[str, Any]) -> None:
-    plt = _pyplot()
-    for figure in made.values():
-        plt.close(figure)
