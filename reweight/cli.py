@@ -56,12 +56,15 @@ def command_compare(args: argparse.Namespace) -> int:
         return [key.strip() for key in (text or "").split(",") if key.strip()]
 
     metrics = keys(args.metric) or ["test_accuracy"]
-    output, written = compare.compare(args.experiment, metrics, keys(args.by) or None, args.format,
+    output, written, notes = compare.compare(args.experiment, metrics, keys(args.by) or None, args.format,
                                       args.plot, args.parent, args.latest)
     if args.format == "table":
         make_console().print(output)
     else:
         print(output)
+    sys.stdout.flush()  # the table first, then what it pooled
+    for note in notes:
+        print(note, file=sys.stderr)
     for path in written:
         print(f"wrote {path}", file=sys.stderr)
     return 0

@@ -305,3 +305,21 @@ def test_sweep_and_compare_against_a_real_mlflow_server(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=20)
+
+
+def test_compare_keeps_two_configurations_of_one_strategy_apart(tracking_dir, capsys):
+    """The case that once pooled SOSELETO at target_weight 0 and 1 into one row."""
+    from reweight.cli import main
+
+    for weight in ("0", "1"):
+        assert main(["run", BENCHMARK, "--set", "train.steps=10", "--set", "train.eval_every=10",
+                     "--set", "seeds=2", "--set", f"strategy.target_weight={weight}"]) == 0
+    capsys.readouterr()
+    code, out, err = compare("--format", "json", capsys=capsys)
+    assert code == 0 and not err, err
+    rows = {(row["strategy"], row["strategy.target_weight"]): row["n"] for row in json.loads(out)}
+    assert rows == {("soseleto", "0.0"): 2, ("soseleto", "1.0"): 2}
+    code, out, err = compare("--by", "strategy", "--format", "csv", capsys=capsys)
+    assert code == 0 and out.splitlines()[1].startswith("soseleto,4,")
+    assert err.strip() == ("note: rows pool runs with different strategy.target_weight (0.0, 1.0); "
+                           "add it to --by to split them")

@@ -10,7 +10,15 @@ import pytest
 import torch
 
 from reweight.core.errors import ReweightError
-from reweight.experiment.compare import default_by, key_column, render, summarize
+from reweight.experiment.compare import (
+    default_by,
+    distinguishing_by,
+    key_column,
+    pooled_fields,
+    pooled_note,
+    render,
+    summarize,
+)
 from reweight.experiment.plots import RunRecord, figures, natural_key, save
 from reweight.experiment.tracking import weights_csv, weights_frame
 
@@ -106,3 +114,51 @@ def test_no_weights_no_weight_plots():
     bare = [RunRecord(("a",), {"test_accuracy": [(1, 0.5)]}), RunRecord(("b",), {})]
     assert set(figures(bare, ["strategy"])) == {"curves.png"}
     assert figures([RunRecord(("a",))], ["strategy"]) == {}
+
+
+def two_configurations() -> pd.DataFrame:
+    """SOSELETO with target_weight 0 and 1, three seeds each, and a uniform baseline."""
+    return pd.DataFrame({
+        "tags.strategy": ["soseleto"] * 6 + ["uniform"] * 2,
+        "params.seed": ["0", "1", "2"] * 2 + ["0", "1"],
+        "params.seeds": ["[0, 1, 2]"] * 8,
+        "params.name": ["a"] * 3 + ["b"] * 3 + ["a"] * 2,
+        "params.checkpoint.dir": ["ckpt"] * 4 + ["elsewhere"] * 4,
+        "params.strategy.target_weight": ["0.0"] * 3 + ["1.0"] * 3 + [None, None],
+        "params.train.lr": ["0.1"] * 8,
+        "metrics.test_accuracy": [0.86, 0.87, 0.88, 0.90, 0.91, 0.92, 0.8, 0.81],
+    })
+
+
+def test_the_default_rows_never_pool_two_configurations():
+    runs = two_configurations()
+    by = distinguishing_by(runs, default_by(runs))
+    assert by == ["strategy", "strategy.target_weight"]  # not the seed, the name or where checkpoints go
+    frame = pd.DataFrame({key: key_column(runs, key) for key in by})
+    assert pooled_fields(runs, frame) == {}
+    frame["acc"] = runs["metrics.test_accuracy"]
+    cells = summarize(frame, by, ["acc"])
+    assert [tuple(row) for row in cells[[*by, "n"]].itertuples(index=False)] == [
+        ("soseleto", "0.0", 3), ("soseleto", "1.0", 3), ("uniform", "(none)", 2)]
+
+
+def test_an_explicit_grouping_that_pools_says_which_fields_it_pooled():
+    runs = two_configurations()
+    frame = pd.DataFrame({"strategy": key_column(runs, "strategy")})
+    assert pooled_fields(runs, frame) == {"strategy.target_weight": ["0.0", "1.0"]}
+    runs["params.train.lr"] = ["0.1"] * 7 + ["0.2"]
+    assert pooled_fields(runs, frame) == {"strategy.target_weight": ["0.0", "1.0"], "train.lr": ["0.1", "0.2"]}
+    assert pooled_note(pooled_fields(runs, frame)) == (
+        "note: rows pool runs with different strategy.target_weight (0.0, 1.0), train.lr (0.1, 0.2); "
+        "add them to --by to split them")
+
+
+def test_a_pooled_plugin_choice_stands_for_its_options():
+    runs = two_configurations()
+    frame = pd.DataFrame({"everything": ["x"] * len(runs)}, index=runs.index)
+    runs["params.strategy.name"] = key_column(runs, "strategy")
+    pooled = pooled_fields(runs, frame)
+    assert set(pooled) == {"strategy.name", "strategy.target_weight"}
+    assert pooled_note(pooled) == ("note: rows pool runs with different strategy.name (soseleto, uniform); "
+                                   "add it to --by to split them")
+    assert distinguishing_by(runs, []) == ["strategy.name", "strategy.target_weight"]

@@ -3,8 +3,10 @@
 Runs are grouped into cells by keys (``--by``). A key is looked up, run by run, as a swept
 path's tag (``sweep.<path>``), then a tag (``strategy``, ``seed``, …), then a param (any
 config field, ``data.noise_rate``); ``noise`` is short for ``data.noise_rate``, and a unique
-last part of a param (``noise_rate``) names it too. Without ``--by``: the strategy and every
-swept path of the runs. Each cell shows the mean ± sample std of the final metric over its
+last part of a param (``noise_rate``) names it too. Without ``--by``: the strategy, every
+swept path of the runs, and every other config field they differ in, so that only runs that
+differ in nothing but the seed share a cell; an explicit ``--by`` that pools different
+configurations is obeyed, with a note naming the fields it pooled. Each cell shows the mean ± sample std of the final metric over its
 runs, and how many runs it holds (repeated runs of one config all count).
 """
 
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reweight.core.errors import ReweightError
+from reweight.experiment.config import SECTIONS
 from reweight.experiment.tracking import connect, import_mlflow, store_call
 
 if TYPE_CHECKING:
@@ -83,6 +86,66 @@ def default_by(runs: pd.DataFrame) -> list[str]:
     """The default grouping: the strategy, then every swept path of the runs."""
     texts = runs["tags.reweight.sweep"].dropna() if "tags.reweight.sweep" in runs else []
     return comparison_keys(path for text in texts for path in text.split(","))
+
+
+# params that vary between runs of one configuration, or that do not change what is trained
+NOT_CONFIGURATION = ("seed", "seeds", "name")
+NOT_CONFIGURATION_SECTIONS = ("tracking.", "checkpoint.", "sweep.")
+
+
+def configuration_fields(runs: pd.DataFrame) -> list[str]:
+    """The config fields logged as params, without the seed and what only says where results go."""
+    fields = (column.removeprefix("params.") for column in runs if column.startswith("params."))
+    return sorted(field for field in fields
+                  if field not in NOT_CONFIGURATION and not field.startswith(NOT_CONFIGURATION_SECTIONS))
+
+
+def pooled_fields(runs: pd.DataFrame, cells: pd.DataFrame) -> dict[str, list[str]]:
+    """The config fields whose values differ between runs that share a cell (a row of
+    ``cells``, which is indexed like ``runs``), with the values pooled."""
+    from reweight.experiment.plots import natural_key
+
+    fields = configuration_fields(runs)
+    config = runs[[f"params.{field}" for field in fields]].fillna("(none)").astype(str)
+    config.columns = fields
+    pooled: dict[str, set[str]] = {}
+    groups = [index for _, index in cells.groupby(list(cells.columns), sort=False, dropna=False).indices.items()
+              ] if len(cells.columns) else [range(len(runs))]
+    for positions in groups:
+        cell = config.iloc[positions]
+        for field in cell.columns[cell.nunique() > 1]:
+            pooled.setdefault(field, set()).update(cell[field])
+    return {field: sorted(values, key=natural_key) for field, values in sorted(pooled.items())}
+
+
+def plugin_choice(field: str) -> bool:
+    """``strategy.name``, ``data.name``, ...: the field that picks a component's plugin (whose
+    options then differ with it)."""
+    section, _, rest = field.partition(".")
+    return rest == "name" and section in SECTIONS
+
+
+def distinguishing_by(runs: pd.DataFrame, by: list[str]) -> list[str]:
+    """``by`` plus every config field that would otherwise pool runs of different
+    configurations into one cell: only runs that differ in nothing but the seed share a row.
+    Plugin choices come first, so that options which differ only with the plugin add no column."""
+    import pandas as pd
+
+    for admit in (plugin_choice, lambda field: True):
+        cells = pd.DataFrame({key: key_column(runs, key) for key in by}, index=runs.index)
+        by = [*by, *(field for field in pooled_fields(runs, cells) if admit(field) and field not in by)]
+    return by
+
+
+def pooled_note(pooled: dict[str, list[str]]) -> str | None:
+    """One line naming the pooled fields; a component's options are left out when its plugin
+    choice itself is pooled (they differ because the plugin does)."""
+    chosen = {field.partition(".")[0] for field in pooled if plugin_choice(field)}
+    shown = [field for field in pooled if plugin_choice(field) or field.partition(".")[0] not in chosen]
+    if not shown:
+        return None
+    parts = ", ".join(f"{field} ({', '.join(pooled[field])})" for field in shown)
+    return f"note: rows pool runs with different {parts}; add {'it' if len(shown) == 1 else 'them'} to --by to split them"
 
 
 def key_column(runs: pd.DataFrame, key: str) -> pd.Series:
@@ -195,15 +258,21 @@ def records(client: Any, runs: pd.DataFrame, by: list[str], metric: str) -> list
 
 
 def compare(experiment: str | None, metrics: list[str], by: list[str] | None, fmt: str,
-            plot_dir: str | None = None, parent: str | None = None, latest: bool = False) -> tuple[Any, list[Path]]:
-    """The rendered comparison and the plot files written."""
+            plot_dir: str | None = None, parent: str | None = None, latest: bool = False,
+            ) -> tuple[Any, list[Path], list[str]]:
+    """The rendered comparison, the plot files written, and notes for the user (the config
+    fields an explicit ``by`` pooled). Without ``by``, rows are the strategy, the swept paths and
+    every other field that differs between the runs, so no row mixes configurations."""
     import pandas as pd
 
     client = connect()
     name = experiment_name(experiment, client)
     runs = child_runs(client, name, parent, latest)
-    by = by or default_by(runs)
-    frame = pd.DataFrame({key: key_column(runs, key) for key in by})
+    if by is None:
+        by = distinguishing_by(runs, default_by(runs))
+    frame = pd.DataFrame({key: key_column(runs, key) for key in by}, index=runs.index)
+    note = pooled_note(pooled_fields(runs, frame))
+    notes = [note] if note else []
     for metric in metrics:
         frame[metric] = metric_column(runs, metric).to_numpy()
     cells = summarize(frame, by, metrics)
@@ -214,4 +283,4 @@ def compare(experiment: str | None, metrics: list[str], by: list[str] | None, fm
         from reweight.experiment import plots
 
         written = plots.save(plots.figures(records(client, runs, by, metrics[0]), by, metrics[0]), plot_dir)
-    return render(cells, by, metrics, fmt, title), written
+    return render(cells, by, metrics, fmt, title), written, notes
