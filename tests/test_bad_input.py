@@ -22,9 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
+from pydantic import BaseModel
 
-from reweight import cli
+from reweight import Hypergradient, HypergradientResult, Strategy, WeightGradient, cli
+from reweight.components.hypergradients.one_step import OneStep, OneStepOptions
 from reweight.core.plugins import hookimpl, registry
 from tests import datafiles
 
@@ -321,3 +324,222 @@ def test_the_command_prints_no_traceback_unless_debug(tmp_path):
     assert debug.returncode == 2 and "Traceback (most recent call last)" in debug.stderr
     assert re.search(r"reweight\.core\.errors\.DataError: .*checksum mismatch", debug.stderr)
     assert debug.stderr.splitlines()[-1] == plain.stderr.strip()  # the same one line ends the traceback
+
+
+# --- plugins that break their contract: one line naming the plugin and the rule, before compute is lost ----
+
+class Table(Strategy):
+    """A per-slot table trained by the hypergradient; the subclasses below each break one rule."""
+
+    def __init__(self, options, granularity, device) -> None:
+        super().__init__(options, granularity, device)
+        self.alpha = torch.full((granularity.num_slots,), 0.5, device=device)
+
+    def weights(self, batch, losses):
+        return self.alpha[self.granularity.slots(batch)]
+
+    def update(self, gradients):
+        for g in gradients:
+            self.alpha.index_add_(0, self.granularity.slots(g.batch), -g.grad).clamp_(0, 1)
+        return self.weights(gradients[0].batch, gradients[0].losses)
+
+    def state_dict(self):
+        return {"alpha": self.alpha.clone()}
+
+    def load_state_dict(self, state):
+        self.alpha.copy_(state["alpha"])
+
+
+class ColumnWeights(Table):
+    def update(self, gradients):
+        return super().update(gradients)[:, None]
+
+
+class ZeroDimWeights(Table):
+    def update(self, gradients):
+        super().update(gradients)
+        return torch.tensor(1.0)
+
+
+class WholeTableWeights(Table):
+    def update(self, gradients):
+        super().update(gradients)
+        return self.alpha[self.granularity.slots(gradients[0].batch)]
+
+    def weights(self, batch, losses):
+        return self.alpha
+
+
+class IntegerWeights(Table):
+    def update(self, gradients):
+        return super().update(gradients).long()
+
+
+class NaNWeights(Table):
+    def update(self, gradients):
+        return super().update(gradients) * float("nan")
+
+
+class Fixed(Strategy):
+    needs_hypergradient = False
+
+    def weights(self, batch, losses):
+        return torch.ones(len(batch) + 1)
+
+
+class NumpyState(Table):
+    def state_dict(self):
+        return {"alpha": self.alpha.numpy()}
+
+
+class OwnObject:
+    def __init__(self, alpha):
+        self.alpha = alpha
+
+
+class OwnClassState(Table):
+    def state_dict(self):
+        return {"alpha": OwnObject(self.alpha.clone())}
+
+
+class ForgetfulState(Table):
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+class NumpyStateLater(Table):
+    """A state the checkpoint format admits before training, and not once training has begun."""
+
+    def state_dict(self):
+        trained = bool((self.alpha != 0.5).any())
+        return {"alpha": self.alpha.numpy() if trained else self.alpha.clone()}
+
+
+class LaxOptions(BaseModel):  # pydantic's default: unknown fields ignored
+    speed: float = 1.0
+
+
+class Lax(Table):
+    Options = LaxOptions
+
+
+def strategy_plugin(name: str, cls: type[Strategy]) -> types.SimpleNamespace:
+    @hookimpl
+    def register_strategies(register):
+        register(name, cls)
+
+    return types.SimpleNamespace(register_strategies=register_strategies)
+
+
+CONTRACT_CASES = {
+    "weights-of-shape-b-by-1": (ColumnWeights, "update() must return a floating tensor of shape (8,), one weight per "
+                                "example of the batch, on cpu; got a torch.float32 tensor of shape (8, 1) on cpu"),
+    "weights-0-d": (ZeroDimWeights, "update() must return a floating tensor of shape (8,), one weight per example of "
+                    "the batch, on cpu; got a torch.float32 tensor of shape () on cpu"),
+    "weights-the-whole-table": (WholeTableWeights, "weights() must return a floating tensor of shape (8,), one weight "
+                                "per example of the batch, on cpu (or None); got a torch.float32 tensor of shape (40,)"),
+    "weights-integers": (IntegerWeights, "update() must return a floating tensor of shape (8,), one weight per "
+                         "example of the batch, on cpu; got a torch.int64 tensor of shape (8,) on cpu"),
+    "weights-nan": (NaNWeights, "update() must return a floating tensor of shape (8,), one weight per example of the "
+                    "batch, on cpu; got NaN or infinite weights"),
+    "weights-without-hypergradient": (Fixed, "weights() must return a floating tensor of shape (8,), one weight per "
+                                      "example of the batch, on cpu; got a torch.float32 tensor of shape (9,) on cpu"),
+    "state-dict-numpy": (NumpyState, "state_dict() must hold only tensors, numbers, strings and lists, tuples or "
+                         "dicts of them, so that a checkpoint can be resumed; state_dict()['alpha'] is a numpy.ndarray"),
+    "state-dict-numpy-once-trained": (NumpyStateLater, "state_dict()['alpha'] is a numpy.ndarray"),
+    "state-dict-own-class": (OwnClassState, "state_dict()['alpha'] is a tests.test_bad_input.OwnObject"),
+    "state-dict-empty-but-state-changes": (ForgetfulState, "its state changed in the first step (alpha) but "
+                                           "state_dict() is empty, so a resumed run would silently differ"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONTRACT_CASES))
+def test_a_strategy_that_breaks_its_contract_is_one_line_before_training(case, extra_entry_points, tracking_dir,
+                                                                          capsys):
+    cls, rule = CONTRACT_CASES[case]
+    added, _ = extra_entry_points
+    globals()["PLUGIN_UNDER_TEST"] = strategy_plugin("broken", cls)
+    added.append(importlib.metadata.EntryPoint(name="broken_plugin", value="tests.test_bad_input:PLUGIN_UNDER_TEST",
+                                               group="reweight"))
+    path = tracking_dir / "config.yaml"
+    path.write_text(yaml.safe_dump(config(SYNTHETIC, strategy="broken", **{"train.steps": 50})))
+    code = cli.main(["run", str(path)])
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith("error: strategy 'broken' (plugin 'broken_plugin'): ") and rule in lines[0], lines[0]
+    assert "test_accuracy=" not in out
+    assert not list((tracking_dir / "checkpoints").glob("*.pt"))  # nothing that cannot be resumed was written
+
+
+def test_plugin_options_that_do_not_forbid_unknown_fields_are_made_to(extra_entry_points, tracking_dir, capsys):
+    added, _ = extra_entry_points
+    globals()["PLUGIN_UNDER_TEST"] = strategy_plugin("lax", Lax)
+    added.append(importlib.metadata.EntryPoint(name="lax_plugin", value="tests.test_bad_input:PLUGIN_UNDER_TEST",
+                                               group="reweight"))
+    path = tracking_dir / "config.yaml"
+    path.write_text(yaml.safe_dump(config(SYNTHETIC, strategy={"name": "lax", "sped": 2})))
+    assert cli.main(["run", str(path)]) == 2
+    assert capsys.readouterr().err.strip() == "error: strategy.sped: unknown field"
+    path.write_text(yaml.safe_dump(config(SYNTHETIC, strategy={"name": "lax", "speed": 2})))
+    assert cli.main(["run", str(path)]) == 0, capsys.readouterr().err
+
+
+@hookimpl
+def register_strategy(register):  # misspelt: the hook is register_strategies
+    register("never", Table)
+
+
+def register_models(register):  # the right name, but not marked
+    raise AssertionError("never called")
+
+
+MISNAMED_HOOKS = types.SimpleNamespace(register_strategy=register_strategy, register_models=register_models)
+
+
+def test_hooks_that_would_never_be_called_are_reported(extra_entry_points, tracking_dir, capsys):
+    added, _ = extra_entry_points
+    added.append(importlib.metadata.EntryPoint(name="misnamed", value="tests.test_bad_input:MISNAMED_HOOKS",
+                                               group="reweight"))
+    path = tracking_dir / "config.yaml"
+    path.write_text(yaml.safe_dump(config(SYNTHETIC, strategy="never")))
+    assert cli.main(["run", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: plugin 'misnamed': register_strategy is not a reweight hook, so it is never called "
+        "(did you mean register_strategies?)",
+        "warning: plugin 'misnamed': register_models is not marked @reweight.hookimpl, so it is never called",
+        "error: strategy.name: unknown strategy 'never' (installed: fine_tune, joint, learning_to_reweight, "
+        "meta_weight_net, soseleto, source_only, target_only, uniform); plugins are found through the entry-point "
+        "group 'reweight' of installed packages: install the plugin's package, or reinstall it after changing its "
+        "entry points",
+    ]
+
+
+class ColumnGradients(Hypergradient):
+    def __call__(self, problem):
+        result = OneStep(OneStepOptions())(problem)
+        first = result.gradients[0]
+        return HypergradientResult(result.losses, [WeightGradient(first.batch, first.losses, first.grad[:, None])])
+
+
+@hookimpl
+def register_hypergradients(register):
+    register("columns", ColumnGradients)
+
+
+BROKEN_METHOD = types.SimpleNamespace(register_hypergradients=register_hypergradients)
+
+
+def test_a_hypergradient_method_that_breaks_its_contract_is_named(extra_entry_points, tracking_dir, capsys):
+    added, _ = extra_entry_points
+    added.append(importlib.metadata.EntryPoint(name="method_plugin", value="tests.test_bad_input:BROKEN_METHOD",
+                                               group="reweight"))
+    path = tracking_dir / "config.yaml"
+    path.write_text(yaml.safe_dump(config(SYNTHETIC, hypergrad="columns")))
+    assert cli.main(["run", str(path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: hypergradient 'columns' (plugin 'method_plugin'): gradients[0].grad must be dL_t/dw of each example "
+        "of its batch, shape (8,); got a torch.float32 tensor of shape (8, 1) on cpu")

@@ -198,7 +198,9 @@ def test_an_odd_key_is_quoted_and_the_message_stays_one_line():
     with pytest.raises(ConfigError) as caught:
         expand({**MINIMAL, "sweep": {"strategy.name": ["x\ny"]}})
     assert str(caught.value) == "sweep combination strategy.name=x y: strategy.name: unknown strategy 'x\\ny' (installed: " \
-        "fine_tune, joint, learning_to_reweight, meta_weight_net, soseleto, source_only, target_only, uniform)"
+        "fine_tune, joint, learning_to_reweight, meta_weight_net, soseleto, source_only, target_only, uniform); " \
+        "plugins are found through the entry-point group 'reweight' of installed packages: install the plugin's " \
+        "package, or reinstall it after changing its entry points"
 
 
 def test_a_date_is_a_scalar_too():

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
+from reweight.core.contracts import HiddenStateWatch, check_checkpointable, check_hypergradient, check_weights
 from reweight.core.data import BatchSampler, BilevelData
 from reweight.core.engine_state import EngineState
 from reweight.core.evaluation import Evaluation
@@ -88,6 +89,8 @@ class Engine(Evaluation, EngineState):
         self.loss_count = 0
         self.first_bad_step = torch.tensor(-1, device=device)
         self._weights: torch.Tensor | None = None  # source_weights() at the current state, once computed
+        self._checked = False  # the first step's contract checks (values, hidden state) have run
+        check_checkpointable(strategy.state_dict(), "state_dict()")
 
     def step(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One bilevel step; returns (weighted source loss, target loss), both detached."""
@@ -105,16 +108,24 @@ class Engine(Evaluation, EngineState):
         grads = torch.autograd.grad(target_loss, head + theta, retain_graph=keep, allow_unused=True)
         head_grads, theta_grads = grads[: len(head)], grads[len(head):]
 
+        first = not self._checked
+        watch = HiddenStateWatch(strategy) if first else None
         if strategy.needs_hypergradient:
             problem = HypergradientProblem(
                 model, source, target, target_loss, self.inner_optimizer, strategy.weights, self.source_sampler.peek
             )
             result = self.hypergradient(problem)
+            check_hypergradient(result, source)
             losses = result.losses
             weights = strategy.update(result.gradients)
+            check_weights(weights, source, "update()", first)
+            if first:  # the standing weights, which evaluation and the weights file read
+                with torch.no_grad():
+                    check_weights(strategy.weights(source, losses.detach()), source, "weights()", first, optional=True)
         else:
             losses = model.source_losses(source)
             weights = strategy.weights(source, losses.detach())
+            check_weights(weights, source, "weights()", first)
         weights = weights.detach()
 
         source_loss = (weights * losses).mean()
@@ -139,6 +150,9 @@ class Engine(Evaluation, EngineState):
         healthy = torch.isfinite(losses).all() | (self.first_bad_step >= 0)
         self.first_bad_step = torch.where(healthy, self.first_bad_step, self.step_count)
         self.step_count += 1
+        if watch is not None:
+            watch.check()
+            self._checked = True
         return source_loss.detach(), target_loss.detach()
 
     def fit(

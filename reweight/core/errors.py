@@ -21,6 +21,15 @@ class DataError(ReweightError):
     """A data set is missing or unreadable; the message names the file and how to get it."""
 
 
+class ContractError(ReweightError):
+    """A plugin's object broke a rule of its contract (``component``: which kind of plugin,
+    ``strategy``, ``hypergradient``, ...; the experiment layer adds the plugin's name)."""
+
+    def __init__(self, component: str, message: str) -> None:
+        super().__init__(message)
+        self.component = component
+
+
 class NumericalError(ReweightError):
     """A loss or weight became NaN or infinite."""
 

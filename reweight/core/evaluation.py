@@ -7,6 +7,7 @@ import math
 
 import torch
 
+from reweight.core.contracts import check_weights
 from reweight.core.errors import NumericalError
 from reweight.core.metrics import accuracy, slot_summary, weight_summary
 
@@ -39,6 +40,7 @@ class Evaluation:
         chunks = everything.index.split(4096)  # one forward over a whole image set would hold all activations
         losses = torch.cat([self.model.source_losses(source.gather(chunk)) for chunk in chunks])
         weights = self.strategy.weights(everything, losses)
+        check_weights(weights, everything, "weights()", first=False, optional=True)
         self._weights = self.last_weights.clone() if weights is None else weights.float()
         return self._weights.clone()
 

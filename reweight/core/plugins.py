@@ -14,6 +14,7 @@ this package: they go through the very same hooks, and the core never imports th
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -102,7 +103,11 @@ class Registry:
             return self.components[kind, name]
         except KeyError:
             installed = ", ".join(self.names(kind)) or "none"
-            raise KeyError(f"unknown {kind} {name!r} (installed: {installed})") from None
+            raise KeyError(f"unknown {kind} {name!r} (installed: {installed}); {NOT_FOUND_HINT}") from None
+
+
+NOT_FOUND_HINT = ("plugins are found through the entry-point group 'reweight' of installed packages: "
+                  "install the plugin's package, or reinstall it after changing its entry points")
 
 
 def describe(error: BaseException) -> str:
@@ -137,7 +142,35 @@ def plugin_manager() -> tuple[pluggy.PluginManager, dict[str, tuple[str, str]], 
             continue
         dist = entry_point.dist
         origins[entry_point.name] = (dist.name, dist.version) if dist else ("unknown", "unknown")
+        problems.extend(hook_problems(manager, entry_point.name))
     return manager, origins, problems
+
+
+def hook_problems(manager: pluggy.PluginManager, name: str) -> list[str]:
+    """A plugin's hooks that would silently do nothing: a marked function whose name is not a
+    reweight hook (pluggy keeps it, unvalidated, as a hook without a spec), and a function named
+    like a hook but not marked ``@reweight.hookimpl`` (pluggy never calls it)."""
+    plugin, hooks = manager.get_plugin(name), sorted(HOOK_OF_KIND.values())
+    found = []
+    for caller in manager.get_hookcallers(plugin) or []:
+        if caller.spec is None:
+            close = difflib.get_close_matches(caller.name, hooks, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"the hooks are {', '.join(hooks)}"
+            found.append(f"plugin {name!r}: {caller.name} is not a reweight hook, so it is never called ({hint})")
+    for hook in hooks:
+        if callable(getattr(plugin, hook, None)) and manager.parse_hookimpl_opts(plugin, hook) is None:
+            found.append(f"plugin {name!r}: {hook} is not marked @reweight.hookimpl, so it is never called")
+    return found
+
+
+@cache
+def forbidding_unknown_fields(options: type[BaseModel]) -> type[BaseModel]:
+    """``options`` itself when it says what to do with unknown fields; otherwise a subclass that
+    forbids them, so that a misspelt option is an error, not silently ignored (pydantic's default)."""
+    if options.model_config.get("extra") is not None:
+        return options
+    return type(options.__name__, (options,), {"model_config": ConfigDict(extra="forbid"),
+                                               "__module__": options.__module__, "__doc__": options.__doc__})
 
 
 @cache
@@ -157,6 +190,7 @@ def registry() -> Registry:
                     raise TypeError(f"a {_kind} name must be a non-empty string, got {name!r}")
                 if not (isinstance(options, type) and issubclass(options, BaseModel)):
                     raise TypeError(f"{_kind} {name!r}: options must be a pydantic model class, got {options!r}")
+                options = forbidding_unknown_fields(options)
                 earlier = found.components.get((_kind, name))
                 if earlier is not None:
                     found.problems.append(f"{_kind} {name!r} from plugin {_plugin!r} replaces the one from {earlier.plugin!r}")

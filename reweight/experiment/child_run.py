@@ -10,12 +10,13 @@ from typing import Any
 import torch
 from rich.progress import Progress
 
+from reweight.core.contracts import check_checkpointable
 from reweight.core.engine import Engine
-from reweight.core.errors import NumericalError
-from reweight.core.plugins import describe
+from reweight.core.errors import ContractError, NumericalError
+from reweight.core.plugins import describe, registry
 from reweight.experiment import checkpoint
 from reweight.experiment.checkpoint import CheckpointError
-from reweight.experiment.config import resolved
+from reweight.experiment.config import SECTIONS, ExperimentConfig, resolved
 from reweight.experiment.interrupts import Interrupted, StopRequest
 from reweight.experiment.sweep import Combination, Plan
 from reweight.experiment.tracking import (
@@ -60,6 +61,18 @@ def child_tags(plan: Plan, combination: Combination, seed: int) -> dict[str, str
         tags["reweight.combination"] = combination.name
         tags.update({f"sweep.{path}": text for path, text in combination.labels.items()})
     return tags
+
+
+def blamed(error: ContractError, config: ExperimentConfig) -> ContractError:
+    """The error with the plugin that broke the rule named: the core states the rule, only the
+    experiment knows which configured plugin the object came from."""
+    section = next(section for section, kind in SECTIONS.items() if kind == error.component)
+    name = getattr(config, section).name
+    component = registry().get(error.component, name)
+    origin = f"plugin {component.plugin!r}"
+    if component.package != "unknown":
+        origin += f", package {component.package} {component.version}"
+    return ContractError(error.component, f"{error.component} {name!r} ({origin}): {error}")
 
 
 def weights_table(engine: Engine):
@@ -126,6 +139,7 @@ def run_seed(tracker: Tracker, plan: Plan, combination: Combination, seed: int, 
 
         def save() -> None:
             engine.check_finite()
+            check_checkpointable(engine.strategy.state_dict(), "state_dict()")  # never write what cannot resume
             checkpoint.save(path, {"run_id": run_id, "parent_run_id": parent_id, "engine": engine.state_dict(),
                                    "device": engine.last_weights.device.type, "history": history,
                                    "metrics": dict(latest)})
@@ -144,6 +158,8 @@ def run_seed(tracker: Tracker, plan: Plan, combination: Combination, seed: int, 
             engine.fit(config.train.steps, config.train.eval_every, on_eval=on_eval,
                        progress=lambda advance: progress.advance(task, advance), after_step=after_step)
             save()
+        except ContractError as error:
+            raise blamed(error, config) from None
         except NumericalError as error:
             tracker.tag(DIVERGED_TAG, "true")  # final: a resume would only diverge the same way again
             where = f"the last good checkpoint (step {kept[0]}) is kept: {path}" if kept else "no checkpoint was saved"

@@ -16,10 +16,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from reweight.core.engine import Engine, TrainSettings
-from reweight.core.errors import ConfigError, NumericalError, ReweightError
+from reweight.core.errors import ConfigError, ContractError, NumericalError, ReweightError
 from reweight.core.plugins import registry
 from reweight.experiment import checkpoint
-from reweight.experiment.child_run import SeedResult, child_name, run_seed
+from reweight.experiment.child_run import SeedResult, blamed, child_name, run_seed
 from reweight.experiment.config import ExperimentConfig, flatten, resolved
 from reweight.experiment.interrupts import Interrupted, stop_on_signal
 from reweight.experiment.schedule import scheduler
@@ -65,7 +65,10 @@ def build_engine(config: ExperimentConfig, options: dict[str, BaseModel], seed: 
     schedule = functools.partial(scheduler, config.train.schedule, config.train.steps)
     settings = TrainSettings(**config.train.model_dump(exclude={"steps", "eval_every", "device", "schedule"}),
                              schedule=schedule)
-    return Engine(model, strategy, hypergradient, data, settings, seed)
+    try:
+        return Engine(model, strategy, hypergradient, data, settings, seed)
+    except ContractError as error:
+        raise blamed(error, config) from None
 
 
 def summary_keys(metrics: dict[str, float]) -> list[str]:
