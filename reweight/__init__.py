@@ -7,11 +7,12 @@ import sys
 
 from reweight.core import errors, hypergrad, models
 from reweight.core.data import Batch, BilevelData, Split
+from reweight.core.engine import Engine, TrainSettings
 from reweight.core.errors import ConfigError, DataError, ReweightError
 from reweight.core.granularity import Granularity
 from reweight.core.hypergrad import Hypergradient, HypergradientProblem, HypergradientResult, WeightGradient
 from reweight.core.models import BilevelNet, buffers_preserved
-from reweight.core.plugins import NoOptions, hookimpl
+from reweight.core.plugins import NoOptions, hookimpl, register
 from reweight.core.strategy import Strategy
 
 __version__ = "0.1.0"
@@ -22,22 +23,56 @@ __version__ = "0.1.0"
 for _module in (errors, hypergrad, models):
     sys.modules.setdefault(f"{__name__}.{_module.__name__.rsplit('.', 1)[1]}", _module)
 
+
+
+def __getattr__(name: str):
+    """The layers above the core, imported when first used (the experiment layer loads MLflow)."""
+    if name in ("run", "Result", "RunResult"):
+        from reweight.experiment import api
+
+        return getattr(api, name)
+    if name == "bilevel":
+        from reweight.components.models.wrap import bilevel
+
+        return bilevel
+    if name in ("OneStep", "OneStepOptions"):
+        from reweight.components.hypergradients import one_step
+
+        return getattr(one_step, name)
+    if name in ("Unrolled", "UnrolledOptions"):
+        from reweight.components.hypergradients import unrolled
+
+        return getattr(unrolled, name)
+    raise AttributeError(f"module 'reweight' has no attribute {name!r}")
+
+
 __all__ = [
     "Batch",
     "BilevelData",
     "BilevelNet",
     "ConfigError",
     "DataError",
+    "Engine",
     "Granularity",
     "Hypergradient",
     "HypergradientProblem",
     "HypergradientResult",
     "NoOptions",
+    "OneStep",
+    "OneStepOptions",
+    "Result",
     "ReweightError",
+    "RunResult",
     "Split",
     "Strategy",
+    "TrainSettings",
+    "Unrolled",
+    "UnrolledOptions",
     "WeightGradient",
+    "bilevel",
     "buffers_preserved",
     "hookimpl",
+    "register",
+    "run",
     "__version__",
 ]

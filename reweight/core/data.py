@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from reweight.core.errors import DataError
+
 
 @dataclass
 class Batch:
@@ -101,6 +103,44 @@ class BilevelData:
         return replace(
             self, source=self.source.to(device), target=self.target.to(device), test=self.test.to(device)
         )
+
+    @classmethod
+    def from_tensors(cls, source: tuple, target: tuple, test: tuple | None = None,
+                     classes: int | None = None, target_classes: int | None = None) -> BilevelData:
+        """Data from ``(x, y)`` pairs (``(x, y, meta)`` for per-example columns such as
+        ``corrupted``); ``test`` defaults to the target set. One label space of ``classes``
+        (default: the largest label + 1), or, with ``target_classes``, a target task of its own
+        (the source's classes then default to its largest label + 1). Labels must be int64
+        class indices."""
+        parts = {}
+        for name, part in (("source", source), ("target", target), ("test", test if test is not None else target)):
+            if not isinstance(part, (tuple, list)) or len(part) not in (2, 3):
+                raise DataError(f"{name}: expected (x, y) or (x, y, meta), got {type(part).__name__}")
+            x, y, *meta = part
+            if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+                raise DataError(f"{name}: x and y must be tensors, got {type(x).__name__} and {type(y).__name__}")
+            if y.dtype != torch.long or y.dim() != 1:
+                raise DataError(f"{name}: labels must be a 1-d int64 tensor of class indices, got {y.dtype} of "
+                                f"shape {tuple(y.shape)} (use y.long())")
+            try:
+                parts[name] = Split(x, y, dict(meta[0]) if meta else {})
+            except ValueError as error:
+                raise DataError(f"{name}: {error}") from None
+        devices = {str(split.x.device) for split in parts.values()} | {str(split.y.device) for split in parts.values()}
+        if len(devices) > 1:
+            raise DataError(f"the tensors are on different devices ({', '.join(sorted(devices))}); move them to one")
+        def largest(*names: str) -> int:
+            return max((int(parts[name].y.max()) for name in names if len(parts[name])), default=-1)
+
+        if target_classes is None:
+            source_classes = target_classes = classes or largest("source", "target", "test") + 1
+        else:
+            source_classes = classes or largest("source") + 1
+        for name, space in (("source", source_classes), ("target", target_classes), ("test", target_classes)):
+            labels = parts[name].y
+            if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= space):
+                raise DataError(f"{name}: labels must lie in 0..{space - 1}, got {int(labels.min())}..{int(labels.max())}")
+        return cls(parts["source"], parts["target"], parts["test"], source_classes, target_classes)
 
 
 class BatchSampler:

@@ -28,6 +28,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from reweight.core.contracts import HiddenStateWatch, check_checkpointable, check_hypergradient, check_weights
 from reweight.core.data import BatchSampler, BilevelData
 from reweight.core.engine_state import EngineState
+from reweight.core.errors import ConfigError
 from reweight.core.evaluation import Evaluation
 from reweight.core.hypergrad import Hypergradient, HypergradientProblem
 from reweight.core.models import BilevelNet, buffers_preserved
@@ -49,6 +50,20 @@ class TrainSettings:
     schedule: Callable[[torch.optim.Optimizer], LRScheduler | None] = lambda optimizer: None
 
 
+def check_placement(model: BilevelNet, data: BilevelData) -> None:
+    """The model's parameters and the data on one device, and labels that are class indices:
+    one line here instead of a device or dtype error deep in the first step."""
+    where = {str(p.device) for p in model.parameters()}
+    data_device = str(data.source.y.device)
+    if where and where != {data_device}:
+        raise ConfigError(f"the model is on {', '.join(sorted(where))} and the data on {data_device}; move both to "
+                          "one device (model.to(device), data.to(device))")
+    for name in ("source", "target", "test"):
+        labels = getattr(data, name).y
+        if labels.dtype != torch.long:
+            raise ConfigError(f"the {name} labels are {labels.dtype}; they must be int64 class indices (y.long())")
+
+
 class Engine(Evaluation, EngineState):
     """The bilevel loop over one model, strategy, hypergradient method and data set.
 
@@ -67,6 +82,7 @@ class Engine(Evaluation, EngineState):
         seed: int,
     ) -> None:
         self.model, self.strategy, self.hypergradient = model, strategy, hypergradient
+        check_placement(model, data)
         self.data, self.settings = data, settings
         inner = [*model.representation.parameters(), *model.source_head.parameters()]
         self.inner_optimizer = torch.optim.SGD(

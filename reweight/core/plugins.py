@@ -163,6 +163,32 @@ def hook_problems(manager: pluggy.PluginManager, name: str) -> list[str]:
     return found
 
 
+RUNTIME = "python"  # the plugin name of components registered from Python with ``register``
+_runtime: dict[tuple[str, str], tuple[Any, type[BaseModel] | None]] = {}
+
+
+def register(kind: str, name: str, factory: Any, options: type[BaseModel] | None = None) -> None:
+    """Register a component for the life of this Python process, without a package or an
+    entry point: ``register("dataset", "my_data", build, options=MyOptions)``. It is used by
+    name in configs like any installed plugin's, and replaces an installed one of that name."""
+    if kind not in HOOK_OF_KIND:
+        raise ValueError(f"unknown component kind {kind!r} (kinds: {', '.join(HOOK_OF_KIND)})")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a {kind} name must be a non-empty string, got {name!r}")
+    options = options or getattr(factory, "Options", NoOptions)
+    if not (isinstance(options, type) and issubclass(options, BaseModel)):
+        raise TypeError(f"{kind} {name!r}: options must be a pydantic model class, got {options!r}")
+    _runtime[kind, name] = (factory, options)
+    if registry.cache_info().currsize:  # already built: add it there too
+        add_runtime(registry(), kind, name)
+
+
+def add_runtime(found: Registry, kind: str, name: str) -> None:
+    factory, options = _runtime[kind, name]
+    found.components[kind, name] = Component(kind, name, factory, forbidding_unknown_fields(options), RUNTIME,
+                                             "python", "runtime")
+
+
 @cache
 def forbidding_unknown_fields(options: type[BaseModel]) -> type[BaseModel]:
     """``options`` itself when it says what to do with unknown fields; otherwise a subclass that
@@ -201,4 +227,6 @@ def registry() -> Registry:
             except Exception as error:  # noqa: BLE001
                 what = hook_name.removeprefix("register_")
                 found.problems.append(f"plugin {impl.plugin_name!r} failed to register {what} ({describe(error)})")
+    for kind, name in _runtime:
+        add_runtime(found, kind, name)
     return found

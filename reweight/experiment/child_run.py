@@ -38,6 +38,8 @@ class SeedResult:
     combination: Combination | None = None
     history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     table: Any = None  # the weights file's rows, a pandas DataFrame
+    parent_id: str = ""
+    engine: Engine | None = None  # the trained engine (None for a run finished by an earlier process)
 
 
 def child_name(combination: Combination, seed: int) -> str:
@@ -168,4 +170,4 @@ def run_seed(tracker: Tracker, plan: Plan, combination: Combination, seed: int, 
             progress.remove_task(task)
         table = weights_table(engine)
         tracker.text(weights_csv(table), WEIGHTS_FILE)
-    return SeedResult(seed, run_id, dict(latest), combination, history, table)
+    return SeedResult(seed, run_id, dict(latest), combination, history, table, parent_id, engine)

@@ -39,6 +39,9 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"train.device: unknown device {name!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device: {name!r} requested but no CUDA device is available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"train.device: {name!r} does not exist: this machine has {torch.cuda.device_count()} "
+                          f"CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return device
 
 
@@ -92,13 +95,15 @@ def parent_params(plan: Plan) -> dict[str, str] | None:
     return shared
 
 
-def run(plan: Plan, console: Console, resume: bool | str = False) -> list[SeedResult]:
+def run(plan: Plan, console: Console, resume: bool | str = False, keep_engines: bool = False) -> list[SeedResult]:
     """Every combination of the plan for every seed: one parent run, one child run each.
 
     ``resume``: True continues the newest unfinished parent run of the same plan (a new one
     if there is none), a run id continues that parent run. Finished child runs are kept,
     unfinished ones continue from their checkpoint, missing ones start. A child run that
-    diverges (NaN) fails alone; the others still run, and the command fails at the end."""
+    diverges (NaN) fails alone; the others still run, and the command fails at the end.
+    ``keep_engines``: each result keeps its trained engine (for the Python API; the command
+    line drops them, as a sweep's engines together may not fit in memory)."""
     first = plan.combinations[0]
     engine = combination_engine(plan, first, plan.seeds[0])  # data/size problems before any run exists
     folder = Path(first.config.checkpoint.dir).absolute()
@@ -148,7 +153,7 @@ def run(plan: Plan, console: Console, resume: bool | str = False) -> list[SeedRe
                         continue
                     if earlier and earlier.status == "FINISHED":
                         metrics, history, table = tracker.finished(earlier.run_id)
-                        mine.append(SeedResult(seed, earlier.run_id, metrics, combination, history, table))
+                        mine.append(SeedResult(seed, earlier.run_id, metrics, combination, history, table, parent_id))
                         how = f"run={earlier.run_id} (finished earlier)"
                     else:
                         try:
@@ -161,6 +166,8 @@ def run(plan: Plan, console: Console, resume: bool | str = False) -> list[SeedRe
                             console.print(f"error: {error}", markup=False, soft_wrap=True)
                             diverged.append(name)
                             continue
+                        if not keep_engines:
+                            mine[-1].engine = None
                         how = f"run={mine[-1].run_id}"
                     console.print(summary_line(f"{plan.name} [{combination.name} seed {seed}]", mine[-1].metrics)
                                   + f" {how}", soft_wrap=True, markup=False)
