@@ -119,6 +119,13 @@ CASES = [
          ["train.schedule: a step schedule needs milestones, e.g. [10000, 15000]"]),
     Case("schedule-field-of-another-kind", config(SYNTHETIC, **{"train.schedule": {"kind": "cosine", "gamma": 0.5}}),
          ["train.schedule: gamma is only for kind: step, not kind: cosine"]),
+    Case("selection-fraction-and-per-class", config(SYNTHETIC, selection={"fraction": 0.2, "per_class": 2}),
+         ["selection: give fraction or per_class, not both"]),
+    Case("selection-patience-without-validation", config(SYNTHETIC, selection={"patience": 3}),
+         ["selection: patience needs a validation part: set fraction or per_class"]),
+    Case("selection-leaves-no-target", config(SYNTHETIC, selection={"per_class": 10}),
+         ["target examples; holding out 10 would leave none to train the weights (lower selection.fraction or "
+          "per_class)"]),
     Case("seed-count-0", config(SYNTHETIC, seeds=0), ["seeds: a seed count must be between 1 and 10000"]),
     Case("seed-too-large", config(SYNTHETIC, seeds=[2**64]),
          ["seeds.0: Input should be less than or equal to 4294967295"]),

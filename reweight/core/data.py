@@ -89,6 +89,7 @@ class BilevelData:
     source_classes: int
     target_classes: int
     source_tasks: list[SourceTask] = field(default_factory=list)
+    validation: Split | None = None  # a part of the target task held out for model selection
 
     def source_label_mask(self) -> torch.Tensor | None:
         """(tasks × source_classes) booleans: which labels belong to each task; None for one task."""
@@ -100,9 +101,35 @@ class BilevelData:
         return mask.to(self.source.y.device)
 
     def to(self, device: torch.device | str) -> BilevelData:
-        return replace(
-            self, source=self.source.to(device), target=self.target.to(device), test=self.test.to(device)
-        )
+        validation = self.validation.to(device) if self.validation is not None else None
+        return replace(self, source=self.source.to(device), target=self.target.to(device), test=self.test.to(device),
+                       validation=validation)
+
+    def hold_out(self, seed: int, fraction: float | None = None, per_class: int | None = None) -> BilevelData:
+        """The same data with a validation part drawn from the target set, class by class (a
+        ``fraction`` of each class, at least one, or ``per_class`` examples), by ``seed``; the
+        target set keeps the rest, so the validation examples never reach the target loss."""
+        labels = self.target.y.cpu()
+        generator = torch.Generator().manual_seed(seed)
+        held: list[torch.Tensor] = []
+        for label in labels.unique().tolist():
+            members = (labels == label).nonzero().flatten()
+            members = members[torch.randperm(len(members), generator=generator)]
+            count = per_class if per_class is not None else max(1, round(fraction * len(members)))
+            if count >= len(members):
+                raise DataError(f"selection: class {label} has {len(members)} target examples; holding out {count} "
+                                "would leave none to train the weights (lower selection.fraction or per_class)")
+            held.append(members[:count])
+        chosen = torch.zeros(len(labels), dtype=torch.bool)
+        chosen[torch.cat(held)] = True
+        keep = (~chosen).nonzero().flatten().to(self.target.y.device)
+        out = chosen.nonzero().flatten().to(self.target.y.device)
+
+        def part(index: torch.Tensor) -> Split:
+            batch = self.target.gather(index)
+            return Split(batch.x, batch.y, batch.meta, self.target.categories)
+
+        return replace(self, target=part(keep), validation=part(out))
 
     @classmethod
     def from_tensors(cls, source: tuple, target: tuple, test: tuple | None = None,

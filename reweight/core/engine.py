@@ -32,6 +32,7 @@ from reweight.core.errors import ConfigError
 from reweight.core.evaluation import Evaluation
 from reweight.core.hypergrad import Hypergradient, HypergradientProblem
 from reweight.core.models import BilevelNet, buffers_preserved
+from reweight.core.selection import BestState
 from reweight.core.strategy import Strategy
 
 
@@ -106,6 +107,7 @@ class Engine(Evaluation, EngineState):
         self.first_bad_step = torch.tensor(-1, device=device)
         self._weights: torch.Tensor | None = None  # source_weights() at the current state, once computed
         self._checked = False  # the first step's contract checks (values, hidden state) have run
+        self.best = BestState() if data.validation is not None else None  # model selection, if any
         check_checkpointable(strategy.state_dict(), "state_dict()")
 
     def step(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,12 +180,15 @@ class Engine(Evaluation, EngineState):
         on_eval: Callable[[int, dict[str, float]], None] = lambda step, metrics: None,
         progress: Callable[[int], None] = lambda advance: None,
         after_step: Callable[[int], None] = lambda step: None,
+        patience: int | None = None,
     ) -> dict[str, float]:
         """Train until step ``until`` (from wherever the engine stands: 0, or a restored
         checkpoint's step), evaluating every ``eval_every`` steps and at the end.
-        ``after_step`` runs after each step and its evaluation (checkpoints, interrupts)."""
+        ``after_step`` runs after each step and its evaluation (checkpoints, interrupts).
+        With a validation set, each evaluation also reports the best one so far, and
+        ``patience`` stops training after that many evaluations without a better one."""
         metrics: dict[str, float] = {}
-        while self.step_count < until:
+        while self.step_count < until and not self.patience_ran_out(patience):
             self.step()
             progress(1)
             if self.step_count % eval_every == 0 or self.step_count == until:
@@ -194,6 +199,11 @@ class Engine(Evaluation, EngineState):
                     metrics["lr"] = self.inner_optimizer.param_groups[0]["lr"]
                 self.loss_sums.zero_()
                 self.loss_count = 0
+                if self.best is not None:
+                    metrics.update(self.best.update(self.step_count, metrics, self.model))
                 on_eval(self.step_count, metrics)
             after_step(self.step_count)
         return metrics
+
+    def patience_ran_out(self, patience: int | None) -> bool:
+        return patience is not None and self.best is not None and self.best.since >= patience

@@ -10,7 +10,8 @@ import torch
 
 class EngineState:
     """The ``Engine``'s ``state_dict`` and ``load_state_dict``, over its model, optimizers,
-    schedulers, strategy, samplers, running loss sums and torch's RNG."""
+    schedulers, strategy, samplers, running loss sums, torch's RNG and, with model selection,
+    the best evaluation so far."""
 
     def state_dict(self) -> dict[str, Any]:
         """Everything that changes while training, so that a rebuilt engine (same config and
@@ -19,7 +20,7 @@ class EngineState:
         rng = {"torch": torch.get_rng_state()}
         if self.last_weights.is_cuda:
             rng["cuda"] = torch.cuda.get_rng_state(self.last_weights.device)
-        return {
+        state = {
             "step": self.step_count,
             "model": self.model.state_dict(),
             "inner_optimizer": self.inner_optimizer.state_dict(),
@@ -33,6 +34,9 @@ class EngineState:
             "loss_count": self.loss_count,
             "rng": rng,
         }
+        if self.best is not None:  # only with model selection, so other checkpoints stay as they were
+            state["best"] = self.best.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step_count = state["step"]
@@ -51,6 +55,10 @@ class EngineState:
         self.last_weights.copy_(state["last_weights"])
         self.loss_sums.copy_(state["loss_sums"])
         self.loss_count = state["loss_count"]
+        if self.best is not None:
+            if "best" not in state:
+                raise ValueError("it was saved without model selection, this run has it")
+            self.best.load_state_dict(state["best"])
         self.first_bad_step.fill_(-1)
         self._weights = None
         torch.set_rng_state(state["rng"]["torch"])

@@ -55,6 +55,10 @@ class Evaluation:
             "target_accuracy": accuracy(model.predict_target(target.x), target.y),
             "target_loss": model.target_loss(target).item(),
         }
+        if data.validation is not None:
+            held = data.validation.all()
+            metrics["val_accuracy"] = accuracy(model.predict_target(held.x), held.y)
+            metrics["val_loss"] = model.target_loss(held).item()
         weights = self.source_weights()
         if not bool(torch.isfinite(weights).all()):
             raise NumericalError(f"a source weight is NaN or infinite at step {self.step_count}")

@@ -44,6 +44,7 @@ class RunResult:
     weights: torch.Tensor | None  # the final weight of every source example, by index
     model: nn.Module | None  # the trained model: your module (head in place) or the BilevelNet
     combination: str = ""  # the sweep combination, "" without a sweep
+    best_model: nn.Module | None = None  # with model selection: a copy at the best val_accuracy
 
 
 @dataclass
@@ -62,6 +63,10 @@ class Result:
     @property
     def model(self) -> nn.Module | None:
         return self._only().model
+
+    @property
+    def best_model(self) -> nn.Module | None:
+        return self._only().best_model
 
     @property
     def weights(self) -> torch.Tensor | None:
@@ -151,6 +156,10 @@ def run_result(result: SeedResult) -> RunResult:
         weights = torch.tensor(result.table["weight"].to_numpy(), dtype=torch.float32)
     else:
         weights = None
+    best = None
+    if engine is not None and engine.best is not None and engine.best.model is not None:
+        best = engine.best.best_model(net)  # a copy, taken before the trained module gets its head back
+        best = best.unwrap() if isinstance(best, WrappedNet) else best
     model = net.unwrap() if isinstance(net, WrappedNet) else net
     name = result.combination.name if result.combination and result.combination.labels else ""
-    return RunResult(result.seed, result.run_id, result.metrics, result.history, weights, model, name)
+    return RunResult(result.seed, result.run_id, result.metrics, result.history, weights, model, name, best)

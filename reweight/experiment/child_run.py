@@ -158,7 +158,8 @@ def run_seed(tracker: Tracker, plan: Plan, combination: Combination, seed: int, 
         task = progress.add_task(name, total=config.train.steps, completed=engine.step_count)
         try:
             engine.fit(config.train.steps, config.train.eval_every, on_eval=on_eval,
-                       progress=lambda advance: progress.advance(task, advance), after_step=after_step)
+                       progress=lambda advance: progress.advance(task, advance), after_step=after_step,
+                       patience=config.selection.patience)
             save()
         except ContractError as error:
             raise blamed(error, config) from None

@@ -123,6 +123,29 @@ class CheckpointConfig(BaseModel):
     dir: str = Field("checkpoints", min_length=1, description="Folder of the checkpoint files, one per child run.")
 
 
+class SelectionConfig(BaseModel):
+    """Model selection on a validation part of the target set: held out of the target loss
+    (so of the weights too), evaluated with the test set, never chosen by the test set."""
+
+    model_config = ConfigDict(extra="forbid")
+    fraction: float | None = Field(None, gt=0, lt=1, description="Hold out this fraction of each target class.")
+    per_class: int | None = Field(None, ge=1, description="Hold out this many target examples of each class.")
+    patience: int | None = Field(None, ge=1, description="Stop after this many evaluations without a better "
+                                 "val_accuracy (null: train to the last step).")
+
+    @model_validator(mode="after")
+    def _one_size(self) -> SelectionConfig:
+        if self.fraction is not None and self.per_class is not None:
+            raise ValueError("give fraction or per_class, not both")
+        if self.patience is not None and not self.enabled:
+            raise ValueError("patience needs a validation part: set fraction or per_class")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.fraction is not None or self.per_class is not None
+
+
 # the default plugin of each component section that has one
 DEFAULT_NAMES = {"model": "mlp", "strategy": "soseleto", "granularity": "per_sample", "hypergrad": "one_step"}
 
@@ -147,6 +170,7 @@ class ExperimentConfig(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
 
     @field_validator("seeds", mode="before")
     @classmethod

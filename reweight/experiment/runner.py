@@ -26,7 +26,8 @@ from reweight.experiment.schedule import scheduler
 from reweight.experiment.sweep import Combination, Plan
 from reweight.experiment.tracking import PLAN_FILE, PLAN_TAG, Tracker
 
-SUMMARY_METRICS = ("test_accuracy", "target_loss", "source_loss", "weight_noise_auc", "weight_harmful_auc")
+SUMMARY_METRICS = ("test_accuracy", "target_loss", "source_loss", "weight_noise_auc", "weight_harmful_auc",
+                   "test_accuracy_at_best", "best_step")
 SUMMARY_PREFIXES = ("weight_group_", "weight_task_")  # per-slot weights, shown when few enough to name
 
 
@@ -57,6 +58,8 @@ def build_engine(config: ExperimentConfig, options: dict[str, BaseModel], seed: 
             f"train.source_batch_size: {config.train.source_batch_size} is larger than the "
             f"source set ({len(data.source)} examples)"
         )
+    if config.selection.enabled:  # drawn from the target set before anything sees it
+        data = data.hold_out(seed + 7_919, config.selection.fraction, config.selection.per_class)
     data = data.to(device)
     model = plugins.get("model", config.model.name).factory(options["model"], data).to(device)
     model.restrict_source_labels(data.source_label_mask())
@@ -81,7 +84,10 @@ def summary_keys(metrics: dict[str, float]) -> list[str]:
 
 
 def summary_line(name: str, metrics: dict[str, float]) -> str:
-    return f"{name}: " + " ".join(f"{key}={metrics[key]:.4f}" for key in summary_keys(metrics))
+    def shown(key: str) -> str:
+        return f"{key}={int(metrics[key])}" if key == "best_step" else f"{key}={metrics[key]:.4f}"
+
+    return f"{name}: " + " ".join(shown(key) for key in summary_keys(metrics))
 
 
 def parent_params(plan: Plan) -> dict[str, str] | None:

@@ -31,7 +31,7 @@ import yaml
 from pydantic import BaseModel
 
 from reweight.core.errors import ConfigError
-from reweight.experiment.config import ExperimentConfig, ScheduleConfig, name_key, resolved, validate
+from reweight.experiment.config import ExperimentConfig, ScheduleConfig, SelectionConfig, name_key, resolved, validate
 from reweight.experiment.config_file import parse_override, set_value
 
 MAX_COMBINATIONS = 10_000
@@ -88,9 +88,12 @@ class Plan:
         configs = [{key: value for key, value in resolved(c.config, c.options).items()
                     if key not in ("tracking", "checkpoint")} for c in self.combinations]
         constant = ScheduleConfig().model_dump(mode="json")
-        for config in configs:  # left out at its default, so that plans from before schedules still resume
+        unselected = SelectionConfig().model_dump(mode="json")
+        for config in configs:  # left out at their defaults, so that plans from before them still resume
             if config["train"].get("schedule") == constant:
                 del config["train"]["schedule"]
+            if config.get("selection") == unselected:
+                del config["selection"]
         return hashlib.sha256(json.dumps(configs, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
