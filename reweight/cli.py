@@ -156,7 +156,8 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("--metric", default="test_accuracy", help="metric(s) to compare, comma-separated "
                          "(default: test_accuracy)")
     compare.add_argument("--by", help="group by these keys, comma-separated: strategy, a swept or config path "
-                         "(data.noise_rate; noise for short), any tag or param (default: strategy and the swept paths)")
+                         "(data.noise_rate; noise for short), any tag or param (default: strategy, the swept paths and "
+                         "every other config field the runs differ in)")
     compare.add_argument("--format", choices=compare_formats(), default="table", help="output format (default: table)")
     compare.add_argument("--plot", metavar="DIR", help="also write the comparison plots (PNG) to DIR")
     which = compare.add_mutually_exclusive_group()

@@ -387,6 +387,16 @@ class NaNWeights(Table):
         return super().update(gradients) * float("nan")
 
 
+class InfiniteWeights(Table):
+    def update(self, gradients):
+        return super().update(gradients) / 0.0
+
+
+class MetaDeviceWeights(Table):
+    def update(self, gradients):
+        return super().update(gradients).to("meta")
+
+
 class Fixed(Strategy):
     needs_hypergradient = False
 
@@ -452,6 +462,9 @@ CONTRACT_CASES = {
                          "example of the batch, on cpu; got a torch.int64 tensor of shape (8,) on cpu"),
     "weights-nan": (NaNWeights, "update() must return a floating tensor of shape (8,), one weight per example of the "
                     "batch, on cpu; got NaN or infinite weights"),
+    "weights-infinite": (InfiniteWeights, "update() must return a floating tensor of shape (8,), one weight per "
+                         "example of the batch, on cpu; got NaN or infinite weights"),
+    "weights-on-another-device": (MetaDeviceWeights, "got a torch.float32 tensor of shape (8,) on meta"),
     "weights-without-hypergradient": (Fixed, "weights() must return a floating tensor of shape (8,), one weight per "
                                       "example of the batch, on cpu; got a torch.float32 tensor of shape (9,) on cpu"),
     "state-dict-numpy": (NumpyState, "state_dict() must hold only tensors, numbers, strings and lists, tuples or "

@@ -125,6 +125,8 @@ def two_configurations() -> pd.DataFrame:
         "params.name": ["a"] * 3 + ["b"] * 3 + ["a"] * 2,
         "params.checkpoint.dir": ["ckpt"] * 4 + ["elsewhere"] * 4,
         "params.strategy.target_weight": ["0.0"] * 3 + ["1.0"] * 3 + [None, None],
+    "params.train.eval_every": ["100"] * 3 + ["50"] * 5,  # how often it was evaluated, not what was trained
+    "params.train.schedule.kind": [None] * 2 + ["constant"] * 6,  # runs from before schedules existed
         "params.train.lr": ["0.1"] * 8,
         "metrics.test_accuracy": [0.86, 0.87, 0.88, 0.90, 0.91, 0.92, 0.8, 0.81],
     })
@@ -133,7 +135,7 @@ def two_configurations() -> pd.DataFrame:
 def test_the_default_rows_never_pool_two_configurations():
     runs = two_configurations()
     by = distinguishing_by(runs, default_by(runs))
-    assert by == ["strategy", "strategy.target_weight"]  # not the seed, the name or where checkpoints go
+    assert by == ["strategy", "strategy.target_weight"]  # not the seed, the name, evaluations, checkpoints
     frame = pd.DataFrame({key: key_column(runs, key) for key in by})
     assert pooled_fields(runs, frame) == {}
     frame["acc"] = runs["metrics.test_accuracy"]

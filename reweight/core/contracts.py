@@ -98,17 +98,19 @@ def unsafe_path(state: Any, path: str = "state_dict()") -> tuple[str, str] | Non
     return path, f"a {type(state).__module__}.{type(state).__qualname__}"
 
 
-def tensors_of(obj: Any, path: str = "", seen: set[int] | None = None) -> dict[str, torch.Tensor]:
+def tensors_of(obj: Any, path: str = "", seen: set[int] | None = None, alive: list | None = None) -> dict[str, torch.Tensor]:
     """Every tensor an object keeps in its attributes (through containers, modules and
     optimizers), by path: the state a strategy would lose if its ``state_dict`` left it out."""
     seen = set() if seen is None else seen
+    alive = [] if alive is None else alive  # temporaries stay alive, so that no id in ``seen`` is reused
     if id(obj) in seen:
         return {}
     seen.add(id(obj))
+    alive.append(obj)
     if isinstance(obj, torch.Tensor):
         return {path: obj}
     if isinstance(obj, (nn.Module, torch.optim.Optimizer)):
-        return tensors_of(obj.state_dict(), path, seen)
+        return tensors_of(obj.state_dict(), path, seen, alive)
     if isinstance(obj, dict):
         items = obj.items()
     elif isinstance(obj, (list, tuple)):
@@ -119,28 +121,55 @@ def tensors_of(obj: Any, path: str = "", seen: set[int] | None = None) -> dict[s
         return {}
     found: dict[str, torch.Tensor] = {}
     for key, value in items:
-        found.update(tensors_of(value, f"{path}.{key}" if path else str(key), seen))
+        found.update(tensors_of(value, f"{path}.{key}" if path else str(key), seen, alive))
     return found
 
 
+def same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal shape and values, NaN equal to NaN, on whichever devices they are."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    a, b = a.detach().cpu(), b.detach().cpu()
+    if a.is_floating_point() or a.is_complex():
+        return bool(torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0)))
+    return bool(torch.equal(a, b))
+
+
+def strategy_state(strategy: Any) -> Any:
+    """``strategy.state_dict()``, with a plugin's exception reported as a broken rule."""
+    try:
+        return strategy.state_dict()
+    except Exception as error:  # noqa: BLE001 - any plugin bug
+        text = " ".join(str(error).split())[:200]
+        raise ContractError("strategy", f"state_dict() raised {type(error).__name__}: {text}") from None
+
+
 class HiddenStateWatch:
-    """Snapshot a strategy's tensors before its first step; afterwards, a strategy whose
-    tensors changed while its ``state_dict()`` is empty would resume as a different run."""
+    """Snapshot a strategy's tensors before its first step, when its ``state_dict()`` is empty;
+    afterwards, tensors that changed while ``state_dict()`` stayed empty would make a resumed
+    run differ. (Tensors that exist before the first step; state kept in plain Python numbers
+    or created during the step is not seen.)"""
 
     def __init__(self, strategy: Any) -> None:
+        self.strategy = strategy
+        self.before: dict[str, torch.Tensor] = {}
+        self.owned_keys: list[str] = []
+        try:
+            if strategy.state_dict():
+                return  # the strategy checkpoints something: nothing to watch
+        except Exception:  # noqa: BLE001 - a state that does not exist yet; reported after the step
+            return
         skip = {id(strategy.granularity), id(getattr(strategy, "options", None))}
         owned = {key: value for key, value in vars(strategy).items() if id(value) not in skip}
         self.before = {path: tensor.detach().clone() for path, tensor in tensors_of(owned).items()}
-        self.strategy = strategy
         self.owned_keys = list(owned)
 
     def check(self) -> None:
-        if self.strategy.state_dict():
+        if not self.before or strategy_state(self.strategy):
             return
         owned = {key: vars(self.strategy)[key] for key in self.owned_keys if key in vars(self.strategy)}
         after = tensors_of(owned)
-        changed = [path for path, tensor in self.before.items()
-                   if path in after and (after[path].shape != tensor.shape or not torch.equal(after[path].detach(), tensor))]
+        changed = [path for path, tensor in self.before.items() if path in after and not same_values(after[path], tensor)]
         if changed:
             raise ContractError("strategy", f"its state changed in the first step ({changed[0]}) but state_dict() is "
                                 "empty, so a resumed run would silently differ; return that state from state_dict() "

@@ -25,7 +25,13 @@ from dataclasses import dataclass
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
-from reweight.core.contracts import HiddenStateWatch, check_checkpointable, check_hypergradient, check_weights
+from reweight.core.contracts import (
+    HiddenStateWatch,
+    check_checkpointable,
+    check_hypergradient,
+    check_weights,
+    strategy_state,
+)
 from reweight.core.data import BatchSampler, BilevelData
 from reweight.core.engine_state import EngineState
 from reweight.core.errors import ConfigError
@@ -108,7 +114,12 @@ class Engine(Evaluation, EngineState):
         self._weights: torch.Tensor | None = None  # source_weights() at the current state, once computed
         self._checked = False  # the first step's contract checks (values, hidden state) have run
         self.best = BestState() if data.validation is not None else None  # model selection, if any
-        check_checkpointable(strategy.state_dict(), "state_dict()")
+        try:  # before training; a state made by the first update is checked after that step
+            initial_state = strategy.state_dict()
+        except Exception:  # noqa: BLE001
+            initial_state = None
+        if initial_state is not None:
+            check_checkpointable(initial_state, "state_dict()")
 
     def step(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One bilevel step; returns (weighted source loss, target loss), both detached."""
@@ -170,6 +181,7 @@ class Engine(Evaluation, EngineState):
         self.step_count += 1
         if watch is not None:
             watch.check()
+            check_checkpointable(strategy_state(strategy), "state_dict()")
             self._checked = True
         return source_loss.detach(), target_loss.detach()
 

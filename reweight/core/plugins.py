@@ -22,7 +22,7 @@ from functools import cache
 from typing import Any
 
 import pluggy
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, RootModel, ValidationError
 
 PROJECT = "reweight"
 BUILTINS = "reweight"  # the entry point of the built-in components
@@ -131,7 +131,11 @@ def plugin_manager() -> tuple[pluggy.PluginManager, dict[str, tuple[str, str]], 
     manager.add_hookspecs(HookSpecs)
     origins: dict[str, tuple[str, str]] = {}
     problems: list[str] = []
-    for entry_point in entry_points():
+    found = entry_points()
+    if not any(entry_point.name == BUILTINS for entry_point in found):
+        problems.append("the built-in components are not registered (no entry point 'reweight'): reinstall reweight, "
+                        "e.g. pip install -e . in its source folder")
+    for entry_point in found:
         if manager.has_plugin(entry_point.name):
             problems.append(f"plugin {entry_point.name!r} is installed twice; the second copy is ignored")
             continue
@@ -153,8 +157,9 @@ def hook_problems(manager: pluggy.PluginManager, name: str) -> list[str]:
     plugin, hooks = manager.get_plugin(name), sorted(HOOK_OF_KIND.values())
     found = []
     for caller in manager.get_hookcallers(plugin) or []:
-        if caller.spec is None:
-            close = difflib.get_close_matches(caller.name, hooks, n=1)
+        optional = all(impl.optionalhook for impl in caller.get_hookimpls() if impl.plugin is plugin)
+        if caller.spec is None and not optional:  # optionalhook: meant for a reweight that has the hook
+            close = difflib.get_close_matches(caller.name, hooks, n=1, cutoff=0.85)
             hint = f"did you mean {close[0]}?" if close else f"the hooks are {', '.join(hooks)}"
             found.append(f"plugin {name!r}: {caller.name} is not a reweight hook, so it is never called ({hint})")
     for hook in hooks:
@@ -185,18 +190,23 @@ def register(kind: str, name: str, factory: Any, options: type[BaseModel] | None
 
 def add_runtime(found: Registry, kind: str, name: str) -> None:
     factory, options = _runtime[kind, name]
-    found.components[kind, name] = Component(kind, name, factory, forbidding_unknown_fields(options), RUNTIME,
+    found.components[kind, name] = Component(kind, name, factory, options, RUNTIME,
                                              "python", "runtime")
 
 
-@cache
-def forbidding_unknown_fields(options: type[BaseModel]) -> type[BaseModel]:
-    """``options`` itself when it says what to do with unknown fields; otherwise a subclass that
-    forbids them, so that a misspelt option is an error, not silently ignored (pydantic's default)."""
-    if options.model_config.get("extra") is not None:
-        return options
-    return type(options.__name__, (options,), {"model_config": ConfigDict(extra="forbid"),
-                                               "__module__": options.__module__, "__doc__": options.__doc__})
+def validate_options(options: type[BaseModel], raw: Any) -> BaseModel:
+    """``options.model_validate(raw)``, with unknown fields an error even where the model does
+    not say what to do with them (pydantic's default would ignore a misspelt option). A model
+    that sets ``extra`` itself is obeyed; nested models are validated as they are."""
+    if options.model_config.get("extra") is None and isinstance(raw, dict) and not issubclass(options, RootModel):
+        known = set()
+        for name, info in options.model_fields.items():
+            known |= {name, info.alias} | set(getattr(info.validation_alias, "choices", None) or [info.validation_alias])
+        unknown = [key for key in raw if key not in known]
+        if unknown:
+            raise ValidationError.from_exception_data(options.__name__, [
+                {"type": "extra_forbidden", "loc": (key,), "input": raw[key]} for key in unknown])
+    return options.model_validate(raw)
 
 
 @cache
@@ -216,7 +226,6 @@ def registry() -> Registry:
                     raise TypeError(f"a {_kind} name must be a non-empty string, got {name!r}")
                 if not (isinstance(options, type) and issubclass(options, BaseModel)):
                     raise TypeError(f"{_kind} {name!r}: options must be a pydantic model class, got {options!r}")
-                options = forbidding_unknown_fields(options)
                 earlier = found.components.get((_kind, name))
                 if earlier is not None:
                     found.problems.append(f"{_kind} {name!r} from plugin {_plugin!r} replaces the one from {earlier.plugin!r}")

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from rich.progress import Progress
 
-from reweight.core.contracts import check_checkpointable
+from reweight.core.contracts import check_checkpointable, strategy_state
 from reweight.core.engine import Engine
 from reweight.core.errors import ContractError, NumericalError
 from reweight.core.plugins import describe, registry
@@ -141,7 +141,7 @@ def run_seed(tracker: Tracker, plan: Plan, combination: Combination, seed: int, 
 
         def save() -> None:
             engine.check_finite()
-            check_checkpointable(engine.strategy.state_dict(), "state_dict()")  # never write what cannot resume
+            check_checkpointable(strategy_state(engine.strategy), "state_dict()")  # never write what cannot resume
             checkpoint.save(path, {"run_id": run_id, "parent_run_id": parent_id, "engine": engine.state_dict(),
                                    "device": engine.last_weights.device.type, "history": history,
                                    "metrics": dict(latest)})

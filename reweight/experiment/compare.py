@@ -89,7 +89,7 @@ def default_by(runs: pd.DataFrame) -> list[str]:
 
 
 # params that vary between runs of one configuration, or that do not change what is trained
-NOT_CONFIGURATION = ("seed", "seeds", "name")
+NOT_CONFIGURATION = ("seed", "seeds", "name", "train.eval_every", "train.device")
 NOT_CONFIGURATION_SECTIONS = ("tracking.", "checkpoint.", "sweep.")
 
 
@@ -102,19 +102,21 @@ def configuration_fields(runs: pd.DataFrame) -> list[str]:
 
 def pooled_fields(runs: pd.DataFrame, cells: pd.DataFrame) -> dict[str, list[str]]:
     """The config fields whose values differ between runs that share a cell (a row of
-    ``cells``, which is indexed like ``runs``), with the values pooled."""
+    ``cells``, which is indexed like ``runs``), with the values pooled. A field that some runs
+    did not log (they predate it, or their plugin has no such option) differs from nothing."""
     from reweight.experiment.plots import natural_key
 
     fields = configuration_fields(runs)
-    config = runs[[f"params.{field}" for field in fields]].fillna("(none)").astype(str)
+    config = runs[[f"params.{field}" for field in fields]]
+    config = config.where(config.isna(), config.astype(str))
     config.columns = fields
     pooled: dict[str, set[str]] = {}
     groups = [index for _, index in cells.groupby(list(cells.columns), sort=False, dropna=False).indices.items()
               ] if len(cells.columns) else [range(len(runs))]
     for positions in groups:
         cell = config.iloc[positions]
-        for field in cell.columns[cell.nunique() > 1]:
-            pooled.setdefault(field, set()).update(cell[field])
+        for field in cell.columns[cell.nunique(dropna=True) > 1]:
+            pooled.setdefault(field, set()).update(cell[field].dropna())
     return {field: sorted(values, key=natural_key) for field, values in sorted(pooled.items())}
 
 

@@ -24,7 +24,7 @@ from pydantic import (
 
 from reweight.core.engine import TrainSettings
 from reweight.core.errors import ConfigError, validation_message
-from reweight.core.plugins import ByName, Registry, describe, registry
+from reweight.core.plugins import ByName, Registry, describe, registry, validate_options
 
 
 def name_key(key: str) -> str:
@@ -229,7 +229,7 @@ def validate(raw: Any, plugins: Registry | None = None) -> tuple[ExperimentConfi
         except KeyError as error:
             raise ConfigError(f"{section}.name: {error.args[0]}") from None
         try:
-            options[section] = component.options.model_validate(spec.raw_options)
+            options[section] = validate_options(component.options, spec.raw_options)
         except ValidationError as error:
             raise ConfigError(_first_error(error, (section,))) from None
         except Exception as error:  # noqa: BLE001 - a plugin's validator raised something pydantic does not wrap

@@ -53,7 +53,7 @@ class DatasetRef(BaseModel):
         except KeyError as error:
             raise PydanticCustomError(NESTED_ERROR, "{msg}", {"loc": ("name",), "msg": error.args[0]}) from None
         try:
-            self._options = component.options.model_validate(dict(self.model_extra or {}))
+            self._options = plugins.validate_options(component.options, dict(self.model_extra or {}))
         except ValidationError as error:
             first = error.errors()[0]
             message = validation_message(first)
