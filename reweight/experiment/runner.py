@@ -63,7 +63,10 @@ def build_engine(config: ExperimentConfig, options: dict[str, BaseModel], seed: 
     strategy = plugins.get("strategy", config.strategy.name).factory(options["strategy"], granularity, device)
     hypergradient = plugins.get("hypergradient", config.hypergrad.name).factory(options["hypergrad"])
     schedule = functools.partial(scheduler, config.train.schedule, config.train.steps)
-    settings = TrainSettings(**config.train.model_dump(exclude={"steps", "eval_every", "device", "schedule"}),
+    train = config.train
+    settings = TrainSettings(**train.model_dump(exclude={"steps", "eval_every", "device", "schedule", "optimizer",
+                                                         "target_optimizer"}),
+                             optimizer=train.optimizer.settings(), target_optimizer=train.target_optimizer.settings(),
                              schedule=schedule)
     return Engine(model, strategy, hypergradient, data, settings, seed)
 

@@ -31,10 +31,21 @@ import yaml
 from pydantic import BaseModel
 
 from reweight.core.errors import ConfigError
-from reweight.experiment.config import ExperimentConfig, ScheduleConfig, name_key, resolved, validate
+from reweight.experiment.config import (
+    ExperimentConfig,
+    OptimizerConfig,
+    ScheduleConfig,
+    name_key,
+    resolved,
+    validate,
+)
 from reweight.experiment.config_file import parse_override, set_value
 
 MAX_COMBINATIONS = 10_000
+# train fields added after plans were first fingerprinted: left out of a fingerprint at their defaults
+DEFAULTS_LEFT_OUT = {"schedule": ScheduleConfig().model_dump(mode="json"),
+                     "optimizer": OptimizerConfig().model_dump(mode="json"),
+                     "target_optimizer": OptimizerConfig().model_dump(mode="json")}
 NOT_SWEPT = {"name": "it names the whole experiment", "seeds": "list them in `seeds`",
              "sweep": "a sweep cannot sweep itself", "tracking": "all combinations log to one experiment",
              "checkpoint": "all combinations save alike"}
@@ -87,10 +98,10 @@ class Plan:
         seeds, not where it logs or saves), so that ``--resume`` finds the same plan's runs."""
         configs = [{key: value for key, value in resolved(c.config, c.options).items()
                     if key not in ("tracking", "checkpoint")} for c in self.combinations]
-        constant = ScheduleConfig().model_dump(mode="json")
-        for config in configs:  # left out at its default, so that plans from before schedules still resume
-            if config["train"].get("schedule") == constant:
-                del config["train"]["schedule"]
+        for config in configs:  # left out at their defaults, so that plans from before them still resume
+            for key, default in DEFAULTS_LEFT_OUT.items():
+                if config["train"].get(key) == default:
+                    del config["train"][key]
         return hashlib.sha256(json.dumps(configs, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
