@@ -48,11 +48,11 @@ class Evaluation:
         model, data = self.model, self.data
         model.eval()
         target = data.target.all()
-        metrics = {
-            "test_accuracy": accuracy(model.predict_target(data.test.x), data.test.y),
-            "target_accuracy": accuracy(model.predict_target(target.x), target.y),
-            "target_loss": model.target_loss(target).item(),
-        }
+        metrics = {}
+        if target.y.dim() == 1:  # class labels; other targets (multi-label, for a loss of their own) have no accuracy
+            metrics["test_accuracy"] = accuracy(model.predict_target(data.test.x), data.test.y)
+            metrics["target_accuracy"] = accuracy(model.predict_target(target.x), target.y)
+        metrics["target_loss"] = model.target_loss(target).item()
         weights = self.source_weights()
         if not bool(torch.isfinite(weights).all()):
             raise NumericalError(f"a source weight is NaN or infinite at step {self.step_count}")

@@ -179,7 +179,8 @@ class CheckpointConfig(BaseModel):
 
 
 # the default plugin of each component section that has one
-DEFAULT_NAMES = {"model": "mlp", "strategy": "soseleto", "granularity": "per_sample", "hypergrad": "one_step"}
+DEFAULT_NAMES = {"model": "mlp", "strategy": "soseleto", "granularity": "per_sample", "hypergrad": "one_step",
+                 "loss": "cross_entropy"}
 
 
 def _component(section: str) -> Any:
@@ -199,6 +200,7 @@ class ExperimentConfig(BaseModel):
     strategy: Annotated[Component, ByName] = _component("strategy")
     granularity: Annotated[Component, ByName] = _component("granularity")
     hypergrad: Annotated[Component, ByName] = _component("hypergrad")
+    loss: Annotated[Component, ByName] = _component("loss")
     train: TrainConfig = Field(default_factory=TrainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
@@ -221,6 +223,7 @@ SECTIONS = {
     "strategy": "strategy",
     "granularity": "granularity",
     "hypergrad": "hypergradient",
+    "loss": "loss",
 }
 
 

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from reweight.core.engine import Engine, TrainSettings
 from reweight.core.errors import ConfigError, NumericalError, ReweightError
-from reweight.core.plugins import registry
+from reweight.core.plugins import describe, registry
 from reweight.experiment import checkpoint
 from reweight.experiment.child_run import SeedResult, child_name, run_seed
 from reweight.experiment.config import ExperimentConfig, flatten, resolved
@@ -57,6 +57,12 @@ def build_engine(config: ExperimentConfig, options: dict[str, BaseModel], seed: 
     data = data.to(device)
     model = plugins.get("model", config.model.name).factory(options["model"], data).to(device)
     model.restrict_source_labels(data.source_label_mask())
+    loss = plugins.get("loss", config.loss.name)
+    try:
+        model.use_loss(loss.factory(options["loss"]))
+    except TypeError as error:
+        raise ConfigError(f"loss.name: loss {config.loss.name!r} (plugin {loss.plugin!r}) did not build a loss "
+                          f"({describe(error)})") from None
     granularity = plugins.get("granularity", config.granularity.name).factory(
         options["granularity"], data.source, model=model
     )

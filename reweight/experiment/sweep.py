@@ -46,6 +46,7 @@ MAX_COMBINATIONS = 10_000
 DEFAULTS_LEFT_OUT = {"schedule": ScheduleConfig().model_dump(mode="json"),
                      "optimizer": OptimizerConfig().model_dump(mode="json"),
                      "target_optimizer": OptimizerConfig().model_dump(mode="json")}
+DEFAULT_LOSS = {"name": "cross_entropy", "label_smoothing": 0.0}  # the loss section, likewise
 NOT_SWEPT = {"name": "it names the whole experiment", "seeds": "list them in `seeds`",
              "sweep": "a sweep cannot sweep itself", "tracking": "all combinations log to one experiment",
              "checkpoint": "all combinations save alike"}
@@ -102,6 +103,8 @@ class Plan:
             for key, default in DEFAULTS_LEFT_OUT.items():
                 if config["train"].get(key) == default:
                     del config["train"][key]
+            if config.get("loss") == DEFAULT_LOSS:
+                del config["loss"]
         return hashlib.sha256(json.dumps(configs, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
