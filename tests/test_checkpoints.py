@@ -40,13 +40,20 @@ HYPERGRADS = {
 }
 
 
-def small_engine(strategy: str, hypergrad: str = "one_step", granularity: str = "per_sample"):
+OPTIMIZERS = {
+    "sgd": {},
+    "adam": {"optimizer": "adam", "target_optimizer": "adam", "lr": 0.01},  # step counts and moments
+    "adamw": {"optimizer": {"name": "adamw", "weight_decay": 0.01}, "target_optimizer": "adamw", "lr": 0.01},
+}
+
+
+def small_engine(strategy: str, hypergrad: str = "one_step", granularity: str = "per_sample", optimizer: str = "sgd"):
     config, options = validate({
         "name": "t", "data": {"name": "synthetic_2d", "n_source": 40, "n_target": 10, "n_test": 20},
         "model": {"name": "mlp", "hidden": [8]}, "strategy": STRATEGIES[strategy],
         "hypergrad": HYPERGRADS[hypergrad],
         "granularity": {"name": "per_group", "by": "kmeans", "k": 5} if granularity == "kmeans" else granularity,
-        "train": {"source_batch_size": 16, "target_batch_size": 4, "eval_every": 4},
+        "train": {"source_batch_size": 16, "target_batch_size": 4, "eval_every": 4, **OPTIMIZERS[optimizer]},
     })
     return build_engine(config, options, seed=3)
 
@@ -58,17 +65,20 @@ def snapshot(engine) -> dict[str, torch.Tensor]:
     return state
 
 
-VARIANTS = [(strategy, hypergrad, "per_sample") for strategy in sorted(STRATEGIES) for hypergrad in ("one_step", "unrolled")]
-VARIANTS += [("soseleto", "lookahead", "per_sample"), ("meta_weight_net", "higher", "per_sample"),
-             ("soseleto", "one_step", "kmeans"), ("meta_weight_net", "unrolled", "kmeans")]
+VARIANTS = [(strategy, hypergrad, "per_sample", "sgd") for strategy in sorted(STRATEGIES)
+            for hypergrad in ("one_step", "unrolled")]
+VARIANTS += [("soseleto", "lookahead", "per_sample", "sgd"), ("meta_weight_net", "higher", "per_sample", "sgd"),
+             ("soseleto", "one_step", "kmeans", "sgd"), ("meta_weight_net", "unrolled", "kmeans", "sgd"),
+             ("soseleto", "one_step", "per_sample", "adam"), ("soseleto", "lookahead", "per_sample", "adamw"),
+             ("learning_to_reweight", "unrolled", "per_sample", "adam"), ("meta_weight_net", "higher", "per_sample", "adamw")]
 
 
-@pytest.mark.parametrize(("strategy", "hypergrad", "granularity"), VARIANTS)
+@pytest.mark.parametrize(("strategy", "hypergrad", "granularity", "optimizer"), VARIANTS)
 @settings(max_examples=3, deadline=None)
 @given(stop=st.integers(1, 13))
-def test_a_restored_engine_continues_bit_for_bit(tmp_path_factory, strategy, hypergrad, granularity, stop):
+def test_a_restored_engine_continues_bit_for_bit(tmp_path_factory, strategy, hypergrad, granularity, optimizer, stop):
     path = tmp_path_factory.mktemp("ckpt") / "run.pt"
-    straight = small_engine(strategy, hypergrad, granularity)
+    straight = small_engine(strategy, hypergrad, granularity, optimizer)
 
     def save_once(step: int) -> None:  # as the runner saves: after a step and its evaluation
         if step == stop:
@@ -77,13 +87,21 @@ def test_a_restored_engine_continues_bit_for_bit(tmp_path_factory, strategy, hyp
     expected_metrics = straight.fit(14, eval_every=4, after_step=save_once)  # training goes on after the save
     expected = snapshot(straight)
 
-    resumed = small_engine(strategy, hypergrad, granularity)
+    resumed = small_engine(strategy, hypergrad, granularity, optimizer)
     resumed.load_state_dict(checkpoint.load(path)["engine"])
     assert resumed.step_count == stop
     metrics = resumed.fit(14, eval_every=4)
     assert metrics == expected_metrics
     for key, value in snapshot(resumed).items():
         assert torch.equal(value, expected[key]), key
+
+
+def test_a_checkpoint_of_other_optimizers_is_refused():
+    state = small_engine("soseleto").state_dict()
+    with pytest.raises(ValueError, match="^it was saved with optimizers SGD/SGD, this run has Adam/Adam$"):
+        small_engine("soseleto", optimizer="adam").load_state_dict(state)
+    del state["optimizer_kinds"]  # a checkpoint from before optimizers could be chosen: SGD's
+    small_engine("soseleto").load_state_dict(state)
 
 
 def test_the_rng_continues_where_it_was_saved():

@@ -41,6 +41,21 @@ def test_defaults_fill_in():
          "train.schedule: milestone 50 is not before the last step (train.steps: 50)"),
         ({"train": {"schedule": {"kind": "linear"}}}, "train.schedule.kind: Input should be 'constant', 'cosine' or 'step'"),
         ({"train": {"schedule": {"kind": "cosine", "final": 1.5}}}, "train.schedule.final: Input should be less than"),
+        ({"train": {"optimizer": "rmsprop"}}, "train.optimizer.name: Input should be 'sgd', 'adam' or 'adamw'"),
+        ({"train": {"optimizer": {"name": "sgd", "betas": [0.5, 0.9]}}},
+         "train.optimizer: betas is only for name: adam or adamw, not name: sgd"),
+        ({"train": {"target_optimizer": {"name": "adamw", "momentum": 0.5}}},
+         "train.target_optimizer: momentum is only for name: sgd, not name: adamw"),
+        ({"train": {"optimizer": {"name": "adam", "betas": [0.9, 1.0]}}},
+         "train.optimizer.betas.1: Input should be less than 1"),
+        ({"train": {"optimizer": {"name": "adam", "eps": 0}}}, "train.optimizer.eps: Input should be greater than 0"),
+        ({"train": {"optimizer": {"name": "adam", "decay": 0.1}}}, "train.optimizer.decay: unknown field"),
+        ({"train": {"momentum": 0.5, "optimizer": "adam", "target_optimizer": "adamw"}},
+         "train: momentum is SGD's, and neither optimizer nor target_optimizer is sgd"),
+        ({"train": {"momentum": 0.5, "target_optimizer": {"name": "sgd", "momentum": 0.3}}},
+         "train: momentum is set twice (and as target_optimizer.momentum); keep one"),
+        ({"train": {"weight_decay": 0.1, "optimizer": {"name": "adamw", "weight_decay": 0.01}}},
+         "train: weight_decay is set twice (and as optimizer.weight_decay); keep one"),
     ],
 )
 def test_errors_name_the_field(change, message):
@@ -139,6 +154,19 @@ def test_yaml_round_trip_of_resolved_config():
     assert resolved(*validate(yaml.safe_load(yaml.safe_dump(full)))) == full
 
 
+def test_an_optimizer_by_bare_name_or_with_settings():
+    from reweight.core.optimizers import OptimizerSettings
+
+    bare, _ = validate({**MINIMAL, "train": {"optimizer": "adam", "target_optimizer": "adamw"}})
+    assert bare.train.optimizer.settings() == OptimizerSettings("adam")
+    assert bare.train.target_optimizer.settings() == OptimizerSettings("adamw")
+    spelled, _ = validate({**MINIMAL, "train": {"optimizer": {"name": "adamw", "betas": [0.8, 0.99], "eps": 1e-6,
+                                                               "weight_decay": 0.01}}})
+    assert spelled.train.optimizer.settings() == OptimizerSettings("adamw", None, 0.01, (0.8, 0.99), 1e-6)
+    sgd, _ = validate({**MINIMAL, "train": {"target_optimizer": {"name": "sgd", "momentum": 0.5, "weight_decay": 0.1}}})
+    assert sgd.train.target_optimizer.settings() == OptimizerSettings("sgd", 0.5, 0.1)
+
+
 def test_the_train_section_defaults_are_the_engines():
     """One source of truth: a config without a train section trains as ``TrainSettings()`` does."""
     from dataclasses import fields
@@ -147,8 +175,10 @@ def test_the_train_section_defaults_are_the_engines():
     from reweight.experiment.config import TrainConfig
 
     engine, config = TrainSettings(), TrainConfig()
-    shared = [field.name for field in fields(TrainSettings) if field.name != "schedule"]
+    optimizers = ("optimizer", "target_optimizer")
+    shared = [field.name for field in fields(TrainSettings) if field.name not in ("schedule", *optimizers)]
     assert shared and all(getattr(config, name) == getattr(engine, name) for name in shared)
+    assert all(getattr(config, name).settings() == getattr(engine, name) for name in optimizers)
 
 
 @pytest.mark.parametrize("section", ["strategy", "hypergrad", "model"])

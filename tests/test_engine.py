@@ -16,6 +16,7 @@ from reweight.components.granularities.per_sample import PerSample
 from reweight.components.hypergradients.one_step import OneStep, OneStepOptions
 from reweight.core.data import Split
 from reweight.core.engine import Engine, TrainSettings
+from reweight.core.optimizers import OptimizerSettings
 from reweight.core.plugins import NoOptions
 from reweight.core.strategy import Strategy
 from tests.conftest import random_problem
@@ -56,6 +57,46 @@ def test_uniform_weights_reproduce_a_plain_sgd_step(seed, momentum, weight_decay
     for name in ("representation", "source_head"):
         for mine, theirs in zip(getattr(model, name).parameters(), getattr(reference, name).parameters()):
             assert torch.equal(mine, theirs)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), name=st.sampled_from(["adam", "adamw"]), weight_decay=st.sampled_from([0.0, 0.01]))
+def test_uniform_weights_reproduce_plain_adam_steps_of_both_optimizers(seed, name, weight_decay):
+    """The inner optimizer and the target head's are the chosen ones, with the given settings."""
+    model, data = random_problem(seed)
+    reference = copy.deepcopy(model)
+    optimizer = OptimizerSettings(name, betas=(0.8, 0.99), eps=1e-6, weight_decay=weight_decay)
+    engine = engine_for(model, data, Uniform, lr=0.01, target_lr=0.02, optimizer=optimizer, target_optimizer="adam")
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]
+    inner = cls([*reference.representation.parameters(), *reference.source_head.parameters()], lr=0.01,
+                betas=(0.8, 0.99), eps=1e-6, weight_decay=weight_decay)
+    head = torch.optim.Adam(reference.target_head.parameters(), lr=0.02)
+    sampler_copy = copy.deepcopy(engine.source_sampler)
+    for _ in range(3):
+        engine.step()
+        batch = sampler_copy.next()
+        inner.zero_grad()
+        target_head = list(reference.target_head.parameters())
+        head_grads = torch.autograd.grad(reference.target_loss(data.target.all()), target_head)
+        F.cross_entropy(reference.source_head(reference.representation(batch.x)), batch.y).backward()
+        inner.step()
+        for p, g in zip(target_head, head_grads):
+            p.grad = g
+        head.step()
+    for mine, theirs in zip(model.parameters(), reference.parameters()):
+        assert torch.equal(mine, theirs)
+    assert type(engine.inner_optimizer) is cls and type(engine.target_optimizer) is torch.optim.Adam
+
+
+def test_an_unknown_optimizer_from_python_is_a_config_error():
+    from reweight.core.errors import ConfigError
+
+    model, data = random_problem(0)
+    with pytest.raises(ConfigError, match=r"^train.target_optimizer: unknown optimizer 'rmsprop' \(supported: sgd, "
+                                          r"adam, adamw\)$"):
+        engine_for(model, data, Uniform, target_optimizer="rmsprop")
+    with pytest.raises(ConfigError, match="^train.optimizer: momentum is only for name: sgd, not name: adam$"):
+        engine_for(model, data, Uniform, optimizer=OptimizerSettings("adam", momentum=0.5))
 
 
 def test_target_loss_never_changes_theta():

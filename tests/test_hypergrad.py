@@ -48,7 +48,7 @@ def unrolled(model, data, weights, optimizer, steps, backend, batch_size=None):
 def target_loss_after_real_steps(model, data, optimizer, batches, weights_per_batch):
     """L_t after len(batches) steps of a copy of the real optimizer (state included)."""
     model = copy.deepcopy(model)
-    replica = inner_optimizer(model, 0.0)
+    replica = type(optimizer)(list(model.inner_params().values()), lr=0.0)
     replica.load_state_dict(copy.deepcopy(optimizer.state_dict()))  # loading shares the buffers otherwise
     for batch, weights in zip(batches, weights_per_batch):
         replica.zero_grad()
@@ -209,9 +209,12 @@ def test_unrolled_replays_the_batches_training_will_draw_next():
 
 def test_look_aheads_reject_optimizers_they_cannot_replay():
     model, data = random_problem(2)
-    adam = torch.optim.Adam(list(model.inner_params().values()))
-    maximising = inner_optimizer(model, LR, maximize=True)
-    for optimizer, message in ((adam, "replay SGD, not Adam"), (maximising, "maximising")):
+    params = list(model.inner_params().values())
+    cases = ((torch.optim.RMSprop(params), "replay SGD, Adam and AdamW, not RMSprop"),
+             (inner_optimizer(model, LR, maximize=True), "do not replay SGD with maximize=True; set it to False"),
+             (torch.optim.Adam(params, amsgrad=True), "do not replay Adam with amsgrad=True"),
+             (torch.optim.AdamW(params, capturable=True), "do not replay AdamW with capturable=True"))
+    for optimizer, message in cases:
         for method in (OneStep(OneStepOptions()), Unrolled(UnrolledOptions())):
             with pytest.raises(ConfigError, match=message):
                 method(make_problem(model, data, None, optimizer))

@@ -25,6 +25,8 @@ def test_the_page_examples_run_and_do_what_they_say(tracking_dir):
         exec(compile(block, str(PAGE), "exec"), namespace)
     result = namespace["result"]
     assert result.metrics["test_accuracy"] > 0 and result.run_ids
+    adamw = namespace["adamw"]
+    assert adamw.weights[:100].mean() < adamw.weights[100:].mean() - 0.1  # AdamW finds the wrong labels too
     engine_weights = namespace["weights"]
     assert engine_weights.shape == (400,) and bool(((0 <= engine_weights) & (engine_weights <= 1)).all())
     alpha = namespace["alpha"]
@@ -117,7 +119,7 @@ def test_labels_that_are_not_class_indices_are_one_line():
     data = small_data()
     data.target.y = data.target.y.float()
     net = reweight.bilevel(nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2)))
-    with pytest.raises(ConfigError, match=r"^the target labels are torch.float32; they must be int64 class indices"):
+    with pytest.raises(ConfigError, match=r"^the target labels are torch.float32; cross-entropy needs int64 class indices"):
         reweight.Engine(net, uniform_strategy(data), reweight.OneStep(reweight.OneStepOptions()), data,
                         reweight.TrainSettings(), seed=0)
 

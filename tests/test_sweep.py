@@ -129,7 +129,8 @@ def test_the_shipped_sweep_benchmark_expands_to_valid_combinations():
 
 def test_a_fingerprint_changes_with_what_the_plan_computes_and_only_with_that():
     """``--resume`` matches runs by fingerprint: a new config field at its default (here
-    ``train.schedule``) must leave the fingerprints of earlier plans as they were."""
+    ``train.schedule``, ``train.optimizer``, ``train.target_optimizer``, ``loss``) must leave the
+    fingerprints of earlier plans as they were."""
     import yaml
 
     from tests.test_cli import BENCHMARK
@@ -138,4 +139,9 @@ def test_a_fingerprint_changes_with_what_the_plan_computes_and_only_with_that():
     assert expand(raw).fingerprint == "c18b45962b376747"  # as computed before schedules existed
     assert expand(raw, ["train.schedule=constant", "checkpoint.every=7"]).fingerprint == "c18b45962b376747"
     assert expand(raw, ["train.schedule=cosine"]).fingerprint != "c18b45962b376747"
+    assert expand(raw, ["train.optimizer=sgd", "train.target_optimizer={name: sgd}"]).fingerprint == "c18b45962b376747"
+    assert expand(raw, ["train.optimizer=adam"]).fingerprint != "c18b45962b376747"
+    assert expand(raw, ["train.target_optimizer.momentum=0.5"]).fingerprint != "c18b45962b376747"
+    assert expand(raw, ["loss=cross_entropy"]).fingerprint == "c18b45962b376747"
+    assert expand(raw, ["loss.label_smoothing=0.1"]).fingerprint != "c18b45962b376747"
     assert expand(raw, ["train.lr=0.3"]).fingerprint != "c18b45962b376747"

@@ -43,6 +43,7 @@ class Soseleto(Strategy):
     """A persistent, clipped weight table trained by projected hypergradient descent."""
 
     Options = SoseletoOptions
+    weights_need_losses = False
 
     def __init__(self, options: SoseletoOptions, granularity, device) -> None:
         super().__init__(options, granularity, device)
@@ -55,8 +56,20 @@ class Soseleto(Strategy):
         return self.options.target_weight
 
     def update(self, gradients):
-        step = sum(self.granularity.slot_gradient(g.batch, g.grad.to(self.alpha.dtype)) for g in gradients)
-        self.alpha.sub_(self.options.lr * step).clamp_(self.options.lower, self.options.upper)
+        # Only the slots the look-ahead met move, so a step costs the same at any source size:
+        # each batch's hypergradients are summed into its own slots, then the batches are added
+        # in order (the same sums, in the same order, as a dense table of all slots would hold).
+        per_batch = []
+        for g in gradients:
+            slots, inverse = torch.unique(self.granularity.slots(g.batch), return_inverse=True)
+            sums = torch.zeros(len(slots), dtype=self.alpha.dtype, device=self.alpha.device)
+            per_batch.append((slots, sums.index_add_(0, inverse, g.grad.to(self.alpha.dtype))))
+        touched = torch.unique(torch.cat([slots for slots, _ in per_batch]))
+        step = torch.zeros(len(touched), dtype=self.alpha.dtype, device=self.alpha.device)
+        for slots, sums in per_batch:
+            step.index_add_(0, torch.searchsorted(touched, slots), sums)
+        moved = (self.alpha[touched] - self.options.lr * step).clamp_(self.options.lower, self.options.upper)
+        self.alpha[touched] = moved
         return self.weights(gradients[0].batch, gradients[0].losses)
 
     def state_dict(self):

@@ -24,6 +24,7 @@ class Uniform(Strategy):
     """All weights 1, no hypergradient computed."""
 
     needs_hypergradient = False
+    weights_need_losses = False
 
     def weights(self, batch, losses):
         return torch.ones(len(batch), device=batch.y.device)
@@ -47,6 +48,7 @@ class TargetOnly(Strategy):
     """Source weights 0: only the target set trains θ (and φᵗ)."""
 
     needs_hypergradient = False
+    weights_need_losses = False
 
     def weights(self, batch, losses):
         return torch.zeros(len(batch), device=batch.y.device)
@@ -65,6 +67,7 @@ class FineTune(Strategy):
 
     Options = FineTuneOptions
     needs_hypergradient = False
+    weights_need_losses = False
 
     def __init__(self, options, granularity, device) -> None:
         super().__init__(options, granularity, device)

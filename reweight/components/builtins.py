@@ -9,6 +9,7 @@ from reweight.components.granularities.groups import PerGroup, PerTask
 from reweight.components.granularities.per_sample import PerSample
 from reweight.components.hypergradients.one_step import OneStep
 from reweight.components.hypergradients.unrolled import Unrolled
+from reweight.components.losses import CrossEntropyOptions, build_cross_entropy
 from reweight.components.models.convnets import CifarQuickOptions, DigitsOptions, build_cifar10_quick, build_digits
 from reweight.components.models.mlp import MLPOptions, build_mlp
 from reweight.core.plugins import hookimpl
@@ -42,3 +43,8 @@ def register_models(register):
     register("mlp", build_mlp, options=MLPOptions)
     register("digits", build_digits, options=DigitsOptions)
     register("cifar10_quick", build_cifar10_quick, options=CifarQuickOptions)
+
+
+@hookimpl
+def register_losses(register):
+    register("cross_entropy", build_cross_entropy, options=CrossEntropyOptions)

@@ -55,7 +55,8 @@ class Split:
         return Batch(self.x[index], self.y[index], index, {k: v[index] for k, v in self.meta.items()})
 
     def all(self) -> Batch:
-        return self.gather(torch.arange(len(self), device=self.y.device))
+        """The whole set as one batch; its tensors are the set's own, not a copy (read them only)."""
+        return Batch(self.x, self.y, torch.arange(len(self), device=self.y.device), dict(self.meta))
 
     def to(self, device: torch.device | str) -> Split:
         return replace(

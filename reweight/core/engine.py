@@ -9,8 +9,8 @@ One step, following SOSELETO's order:
 3. if the strategy learns its weights: hypergradient dL_t/dw for the batches of the
    method's look-ahead, then the strategy's update, which yields the weights of this step
    (updated *before* the step that uses them);
-4. weighted inner step on θ and φˢ with (1/B) Σ wⱼ ℓⱼ;
-5. target-head step on φᵗ;
+4. weighted inner step on θ and φˢ with (1/B) Σ wⱼ ℓⱼ (SGD, Adam or AdamW);
+5. target-head step on φᵗ (its own optimizer);
 6. the learning-rate schedulers, if any, advance.
 
 A strategy may also let the target loss train θ directly (``representation_target_weight``,
@@ -37,7 +37,9 @@ from reweight.core.engine_state import EngineState
 from reweight.core.errors import ConfigError
 from reweight.core.evaluation import Evaluation
 from reweight.core.hypergrad import Hypergradient, HypergradientProblem
+from reweight.core.losses import CrossEntropy
 from reweight.core.models import BilevelNet, buffers_preserved
+from reweight.core.optimizers import OptimizerSettings, build_optimizer
 from reweight.core.selection import BestState
 from reweight.core.strategy import Strategy
 
@@ -53,22 +55,28 @@ class TrainSettings:
     momentum: float = 0.9
     weight_decay: float = 0.0
     target_lr: float = 0.1
+    # the optimizers of θ and φˢ, and of φᵗ (a bare name, e.g. "adam", is accepted); SGD by default
+    optimizer: OptimizerSettings | str = OptimizerSettings()
+    target_optimizer: OptimizerSettings | str = OptimizerSettings()
     # builds each optimizer's learning-rate scheduler (None: a constant rate)
     schedule: Callable[[torch.optim.Optimizer], LRScheduler | None] = lambda optimizer: None
 
 
 def check_placement(model: BilevelNet, data: BilevelData) -> None:
-    """The model's parameters and the data on one device, and labels that are class indices:
-    one line here instead of a device or dtype error deep in the first step."""
+    """The model's parameters and the data on one device, and, for cross-entropy, labels that
+    are class indices: one line here instead of a device or dtype error deep in the first step."""
     where = {str(p.device) for p in model.parameters()}
     data_device = str(data.source.y.device)
     if where and where != {data_device}:
         raise ConfigError(f"the model is on {', '.join(sorted(where))} and the data on {data_device}; move both to "
                           "one device (model.to(device), data.to(device))")
+    if not isinstance(model.example_loss, CrossEntropy):
+        return  # a loss of the user's own may take other targets (multi-label, regression)
     for name in ("source", "target", "test"):
         labels = getattr(data, name).y
         if labels.dtype != torch.long:
-            raise ConfigError(f"the {name} labels are {labels.dtype}; they must be int64 class indices (y.long())")
+            raise ConfigError(f"the {name} labels are {labels.dtype}; cross-entropy needs int64 class indices "
+                              "(y.long())")
 
 
 class Engine(Evaluation, EngineState):
@@ -92,12 +100,10 @@ class Engine(Evaluation, EngineState):
         check_placement(model, data)
         self.data, self.settings = data, settings
         inner = [*model.representation.parameters(), *model.source_head.parameters()]
-        self.inner_optimizer = torch.optim.SGD(
-            inner, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
-        )
-        self.target_optimizer = torch.optim.SGD(
-            model.target_head.parameters(), lr=settings.target_lr, momentum=settings.momentum
-        )
+        self.inner_optimizer = build_optimizer(inner, settings.lr, settings.optimizer, settings.momentum,
+                                               settings.weight_decay, "optimizer")
+        self.target_optimizer = build_optimizer(model.target_head.parameters(), settings.target_lr,
+                                                settings.target_optimizer, settings.momentum, 0.0, "target_optimizer")
         schedulers = (settings.schedule(self.inner_optimizer), settings.schedule(self.target_optimizer))
         self.schedulers = [s for s in schedulers if s is not None]
         self.source_sampler = BatchSampler(data.source, settings.source_batch_size, seed)

@@ -25,6 +25,7 @@ class EngineState:
             "model": self.model.state_dict(),
             "inner_optimizer": self.inner_optimizer.state_dict(),
             "target_optimizer": self.target_optimizer.state_dict(),
+            "optimizer_kinds": self.optimizer_kinds(),
             "schedulers": [scheduler.state_dict() for scheduler in self.schedulers],
             "strategy": self.strategy.state_dict(),
             "source_sampler": self.source_sampler.state_dict(),
@@ -38,7 +39,15 @@ class EngineState:
             state["best"] = self.best.state_dict()
         return state
 
+    def optimizer_kinds(self) -> list[str]:
+        """The classes of the inner and target-head optimizers (``SGD``, ``Adam``, ``AdamW``)."""
+        return [type(self.inner_optimizer).__name__, type(self.target_optimizer).__name__]
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved_kinds = state.get("optimizer_kinds", ["SGD", "SGD"])  # none in checkpoints from before optimizers
+        if saved_kinds != self.optimizer_kinds():
+            raise ValueError(f"it was saved with optimizers {'/'.join(saved_kinds)}, "
+                             f"this run has {'/'.join(self.optimizer_kinds())}")
         self.step_count = state["step"]
         self.model.load_state_dict(state["model"])
         self.inner_optimizer.load_state_dict(state["inner_optimizer"])

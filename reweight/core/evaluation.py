@@ -37,8 +37,10 @@ class Evaluation:
         self.model.eval()
         source = self.data.source
         everything = source.all()
-        chunks = everything.index.split(4096)  # one forward over a whole image set would hold all activations
-        losses = torch.cat([self.model.source_losses(source.gather(chunk)) for chunk in chunks])
+        losses = None
+        if self.strategy.weights_need_losses:
+            chunks = everything.index.split(4096)  # one forward over a whole image set would hold all activations
+            losses = torch.cat([self.model.source_losses(source.gather(chunk)) for chunk in chunks])
         weights = self.strategy.weights(everything, losses)
         check_weights(weights, everything, "weights()", first=False, optional=True)
         self._weights = self.last_weights.clone() if weights is None else weights.float()
@@ -50,14 +52,15 @@ class Evaluation:
         model, data = self.model, self.data
         model.eval()
         target = data.target.all()
-        metrics = {
-            "test_accuracy": accuracy(model.predict_target(data.test.x), data.test.y),
-            "target_accuracy": accuracy(model.predict_target(target.x), target.y),
-            "target_loss": model.target_loss(target).item(),
-        }
+        metrics = {}
+        if target.y.dim() == 1:  # class labels; other targets (multi-label, for a loss of their own) have no accuracy
+            metrics["test_accuracy"] = accuracy(model.predict_target(data.test.x), data.test.y)
+            metrics["target_accuracy"] = accuracy(model.predict_target(target.x), target.y)
+        metrics["target_loss"] = model.target_loss(target).item()
         if data.validation is not None:
             held = data.validation.all()
-            metrics["val_accuracy"] = accuracy(model.predict_target(held.x), held.y)
+            if held.y.dim() == 1:
+                metrics["val_accuracy"] = accuracy(model.predict_target(held.x), held.y)
             metrics["val_loss"] = model.target_loss(held).item()
         weights = self.source_weights()
         if not bool(torch.isfinite(weights).all()):

@@ -10,11 +10,11 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
 from reweight.core.data import Batch
+from reweight.core.losses import CrossEntropy, Loss, PerExampleLoss, as_loss
 
 Params = Mapping[str, torch.Tensor]
 
@@ -28,14 +28,23 @@ class BilevelNet(nn.Module):
     evaluated without copying the model.
     """
 
-    def __init__(self, representation: nn.Module, source_head: nn.Module, target_head: nn.Module | None = None) -> None:
+    def __init__(self, representation: nn.Module, source_head: nn.Module, target_head: nn.Module | None = None,
+                 loss: Loss | PerExampleLoss | None = None) -> None:
         """``target_head=None`` shares the source head: one classifier for source and target
-        (one label space), as in Learning-to-Reweight and Meta-Weight-Net."""
+        (one label space), as in Learning-to-Reweight and Meta-Weight-Net. ``loss`` is the
+        per-example loss (cross-entropy by default; see ``use_loss``)."""
         super().__init__()
         self.representation = representation
         self.source_head = source_head
         self.target_head = source_head if target_head is None else target_head
         self.register_buffer("source_label_mask", None)
+        self.use_loss(CrossEntropy() if loss is None else loss)
+
+    def use_loss(self, loss: Loss | PerExampleLoss) -> None:
+        """Score examples with ``loss(logits, batch)``, one loss per example, for both the
+        source losses and (as their mean) the target loss. A plain callable is wrapped, never
+        registered as a submodule, so the model's parameters and state stay its own."""
+        self.example_loss = as_loss(loss)
 
     def restrict_source_labels(self, mask: torch.Tensor | None) -> None:
         """Give each source task its own head: ``mask[k]`` marks task k's slice of the source
@@ -86,11 +95,11 @@ class BilevelNet(nn.Module):
     def source_losses(self, batch: Batch, params: Params | None = None) -> torch.Tensor:
         """Per-example source losses ℓⱼ, optionally with some parameters replaced by ``params``."""
         logits = self.mask_source_logits(self.logits(batch.x, "source_head", params), batch)
-        return F.cross_entropy(logits, batch.y, reduction="none")
+        return self.example_loss(logits, batch)
 
     def target_loss(self, batch: Batch, params: Params | None = None) -> torch.Tensor:
         """Mean target loss L_t, optionally with some parameters replaced by ``params``."""
-        return F.cross_entropy(self.logits(batch.x, "target_head", params), batch.y)
+        return self.example_loss.mean(self.logits(batch.x, "target_head", params), batch)
 
     @torch.no_grad()
     def predict_target(self, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:

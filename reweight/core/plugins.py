@@ -1,6 +1,6 @@
 """Plugins: pluggy hook specs, entry-point discovery, and the registry of components.
 
-Every component kind (strategy, granularity, hypergradient, dataset, model) is registered
+Every component kind (strategy, granularity, hypergradient, dataset, model, loss) is registered
 through a hook that receives a ``register(name, factory, options=...)`` callback, the pattern
 of ``llm`` and datasette. Third-party packages, and the built-in strategies in ``plugins/``,
 expose a module with ``@hookimpl`` functions under the entry-point group ``reweight``:
@@ -26,7 +26,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, RootModel, Validati
 
 PROJECT = "reweight"
 BUILTINS = "reweight"  # the entry point of the built-in components
-KINDS = ("strategy", "granularity", "hypergradient", "dataset", "model")
+KINDS = ("strategy", "granularity", "hypergradient", "dataset", "model", "loss")
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
@@ -69,6 +69,11 @@ class HookSpecs:
         """Register model builders: ``register(name, build, options=Model)``; ``build(options, data)``
         returns a ``BilevelNet``."""
 
+    @hookspec
+    def register_losses(self, register: Callable[..., None]) -> None:
+        """Register per-example losses: ``register(name, build, options=Model)``; ``build(options)``
+        returns a callable ``(logits, batch) -> per-example losses`` (see ``reweight.core.losses``)."""
+
 
 HOOK_OF_KIND = {
     "strategy": "register_strategies",
@@ -76,6 +81,7 @@ HOOK_OF_KIND = {
     "hypergradient": "register_hypergradients",
     "dataset": "register_datasets",
     "model": "register_models",
+    "loss": "register_losses",
 }
 
 

@@ -32,6 +32,9 @@ class Strategy(ABC):
 
     Options: ClassVar[type[BaseModel]] = NoOptions
     needs_hypergradient: ClassVar[bool] = True
+    # whether ``weights`` reads its ``losses``; if not, evaluation passes None instead of a
+    # forward pass over the whole source set (SOSELETO's weights are its table)
+    weights_need_losses: ClassVar[bool] = True
 
     def __init__(self, options: BaseModel, granularity: Granularity, device: torch.device) -> None:
         self.options = options

@@ -24,6 +24,7 @@ from pydantic import (
 
 from reweight.core.engine import TrainSettings
 from reweight.core.errors import ConfigError, validation_message
+from reweight.core.optimizers import OptimizerSettings
 from reweight.core.plugins import ByName, Registry, describe, registry, validate_options
 
 
@@ -81,6 +82,36 @@ class ScheduleConfig(BaseModel):
 
 
 ENGINE = TrainSettings()  # the engine's defaults, so that a config and a Python caller agree
+OPTIMIZER = OptimizerSettings()
+Beta = Annotated[float, Field(ge=0, lt=1)]
+
+
+class OptimizerConfig(BaseModel):
+    """One model optimizer: SGD, Adam or AdamW. Its learning rate is ``train.lr`` (or
+    ``train.target_lr``), so that a schedule applies to every kind alike."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Literal["sgd", "adam", "adamw"] = OPTIMIZER.name
+    momentum: float | None = Field(OPTIMIZER.momentum, ge=0, lt=1,
+                                   description="sgd: the momentum; null: train.momentum.")
+    weight_decay: float | None = Field(
+        OPTIMIZER.weight_decay, ge=0,
+        description="null: train.weight_decay (the target head's: 0). SGD and Adam add it to the gradient "
+                    "(L2), AdamW decays the weights directly.")
+    betas: tuple[Beta, Beta] = Field(OPTIMIZER.betas, description="adam, adamw: the moments' decay rates.")
+    eps: float = Field(OPTIMIZER.eps, gt=0, description="adam, adamw: added to the root of the second moment.")
+
+    @model_validator(mode="after")
+    def _fits_the_optimizer(self) -> OptimizerConfig:
+        # a field the optimizer ignores, set to anything but its default, is a mistake, not a no-op
+        owners = {"momentum": ("sgd",), "betas": ("adam", "adamw"), "eps": ("adam", "adamw")}
+        for field, kinds in owners.items():
+            if self.name not in kinds and getattr(self, field) != type(self).model_fields[field].default:
+                raise ValueError(f"{field} is only for name: {' or '.join(kinds)}, not name: {self.name}")
+        return self
+
+    def settings(self) -> OptimizerSettings:
+        return OptimizerSettings(**self.model_dump())
 
 
 class TrainConfig(BaseModel):
@@ -90,16 +121,40 @@ class TrainConfig(BaseModel):
     source_batch_size: int = Field(ENGINE.source_batch_size, ge=1)
     target_batch_size: int | None = Field(ENGINE.target_batch_size, ge=1, description="null: the whole target set every step.")
     lr: float = Field(ENGINE.lr, gt=0, description="λ_p, learning rate of θ and φˢ.")
-    momentum: float = Field(ENGINE.momentum, ge=0, lt=1)
-    weight_decay: float = Field(ENGINE.weight_decay, ge=0)
+    momentum: float = Field(ENGINE.momentum, ge=0, lt=1, description="SGD momentum of both optimizers.")
+    weight_decay: float = Field(ENGINE.weight_decay, ge=0, description="Weight decay of the inner optimizer.")
     target_lr: float = Field(ENGINE.target_lr, gt=0, description="Learning rate of the target head φᵗ.")
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda, cuda:N.")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="The optimizer of θ and φˢ.")
+    target_optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig,
+                                              description="The optimizer of the target head φᵗ.")
 
     @field_validator("schedule", mode="before")
     @classmethod
     def _bare_kind(cls, value: Any) -> Any:
         return {"kind": value} if isinstance(value, str) else value  # schedule: cosine
+
+    @field_validator("optimizer", "target_optimizer", mode="before")
+    @classmethod
+    def _bare_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value  # optimizer: adam
+
+    @model_validator(mode="after")
+    def _given_once(self) -> TrainConfig:
+        """``momentum`` and ``weight_decay`` may be set for all (train.momentum) or per optimizer,
+        not both; train.momentum is SGD's, so it needs an SGD optimizer to apply to."""
+        fields = type(self).model_fields
+        optimizers = {"optimizer": self.optimizer, "target_optimizer": self.target_optimizer}
+        if self.momentum != fields["momentum"].default:
+            if all(o.name != "sgd" for o in optimizers.values()):
+                raise ValueError("momentum is SGD's, and neither optimizer nor target_optimizer is sgd")
+            for role, optimizer in optimizers.items():
+                if optimizer.momentum is not None:
+                    raise ValueError(f"momentum is set twice (and as {role}.momentum); keep one")
+        if self.weight_decay != fields["weight_decay"].default and self.optimizer.weight_decay is not None:
+            raise ValueError("weight_decay is set twice (and as optimizer.weight_decay); keep one")
+        return self
 
     @field_validator("schedule")
     @classmethod
@@ -147,7 +202,8 @@ class SelectionConfig(BaseModel):
 
 
 # the default plugin of each component section that has one
-DEFAULT_NAMES = {"model": "mlp", "strategy": "soseleto", "granularity": "per_sample", "hypergrad": "one_step"}
+DEFAULT_NAMES = {"model": "mlp", "strategy": "soseleto", "granularity": "per_sample", "hypergrad": "one_step",
+                 "loss": "cross_entropy"}
 
 
 def _component(section: str) -> Any:
@@ -167,6 +223,7 @@ class ExperimentConfig(BaseModel):
     strategy: Annotated[Component, ByName] = _component("strategy")
     granularity: Annotated[Component, ByName] = _component("granularity")
     hypergrad: Annotated[Component, ByName] = _component("hypergrad")
+    loss: Annotated[Component, ByName] = _component("loss")
     train: TrainConfig = Field(default_factory=TrainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
@@ -190,6 +247,7 @@ SECTIONS = {
     "strategy": "strategy",
     "granularity": "granularity",
     "hypergrad": "hypergradient",
+    "loss": "loss",
 }
 
 

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from reweight.core.engine import Engine, TrainSettings
 from reweight.core.errors import ConfigError, ContractError, NumericalError, ReweightError
-from reweight.core.plugins import registry
+from reweight.core.plugins import describe, registry
 from reweight.experiment import checkpoint
 from reweight.experiment.child_run import SeedResult, blamed, child_name, run_seed
 from reweight.experiment.config import ExperimentConfig, flatten, resolved
@@ -63,13 +63,22 @@ def build_engine(config: ExperimentConfig, options: dict[str, BaseModel], seed: 
     data = data.to(device)
     model = plugins.get("model", config.model.name).factory(options["model"], data).to(device)
     model.restrict_source_labels(data.source_label_mask())
+    loss = plugins.get("loss", config.loss.name)
+    try:
+        model.use_loss(loss.factory(options["loss"]))
+    except TypeError as error:
+        raise ConfigError(f"loss.name: loss {config.loss.name!r} (plugin {loss.plugin!r}) did not build a loss "
+                          f"({describe(error)})") from None
     granularity = plugins.get("granularity", config.granularity.name).factory(
         options["granularity"], data.source, model=model
     )
     strategy = plugins.get("strategy", config.strategy.name).factory(options["strategy"], granularity, device)
     hypergradient = plugins.get("hypergradient", config.hypergrad.name).factory(options["hypergrad"])
     schedule = functools.partial(scheduler, config.train.schedule, config.train.steps)
-    settings = TrainSettings(**config.train.model_dump(exclude={"steps", "eval_every", "device", "schedule"}),
+    train = config.train
+    settings = TrainSettings(**train.model_dump(exclude={"steps", "eval_every", "device", "schedule", "optimizer",
+                                                         "target_optimizer"}),
+                             optimizer=train.optimizer.settings(), target_optimizer=train.target_optimizer.settings(),
                              schedule=schedule)
     try:
         return Engine(model, strategy, hypergradient, data, settings, seed)

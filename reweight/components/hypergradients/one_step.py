@@ -1,18 +1,25 @@
 """The one-step hypergradient, computed exactly by forward-mode differentiation.
 
-With L_s(w) = (1/B) Σⱼ wⱼ ℓⱼ(θ) and θ' the real optimizer's next step, θ' = θ − λ ∇_θ L_s(w) + (terms
-that do not depend on w: momentum's history, weight decay), the chain rule gives
+With L_s(w) = (1/B) Σⱼ wⱼ ℓⱼ(θ), g = ∇_θ L_s(w) this step's gradient and θ' the real optimizer's
+next step, θ' depends on w only through g. Write D = −∂θ'/∂g, elementwise (every supported
+optimizer updates each coordinate from its own gradient). Since ∂g/∂wⱼ = (1/B) ∇_θ ℓⱼ(θ),
 
-    dL_t(θ')/dwⱼ = −(λ/B) ∇_θ ℓⱼ(θ) · v,    v = ∇_θ L_t(θ')
+    dθ'/dwⱼ = −(1/B) D ⊙ ∇_θ ℓⱼ(θ),    dL_t(θ')/dwⱼ = −(1/B) ∇_θ ℓⱼ(θ) · (D ⊙ v),    v = ∇_θ L_t(θ').
 
-(λ becomes the step's scale of the new gradient under dampening or Nesterov momentum; see
-``reweight.components.hypergradients.sgd.gradient_scale``). All B dot products come from a single
-forward-mode pass along v (``torch.autograd.forward_ad``): no per-sample gradients, no
-backward-of-backward. The same pass yields the losses ℓⱼ with their reverse graph, which the
-engine reuses for the inner step. ``at: current`` takes v at θ (SOSELETO's approximation);
-``at: lookahead`` takes v at θ' computed with the real optimizer's settings and momentum buffers,
-which is exact for the next step with φᵗ held fixed (Meta-Weight-Net's choice;
-Learning-to-Reweight looks ahead at w = 0, where the two coincide).
+For SGD, D is the constant λ (momentum's history and weight decay do not depend on this step's
+weights; dampening and Nesterov momentum scale the new gradient's share, see
+``reweight.components.hypergradients.replay.sgd_gradient_scale``). For Adam and AdamW the update
+is a non-linear function of g, and D (``replay.adam_gradient_derivative``) is evaluated at the
+gradient of the weights in force (w = 0 for a strategy without standing weights): the
+derivative of the step about to be taken, at the point where it will be taken.
+
+All B dot products come from a single forward-mode pass along D ⊙ v
+(``torch.autograd.forward_ad``): no per-sample gradients, no backward-of-backward. The same pass
+yields the losses ℓⱼ with their reverse graph, which the engine reuses for the inner step.
+``at: current`` takes v at θ (SOSELETO's approximation); ``at: lookahead`` takes v at θ'
+computed with the real optimizer's settings and state, which is exact for the next step with
+φᵗ held fixed (Meta-Weight-Net's choice; Learning-to-Reweight looks ahead at w = 0, where under
+plain SGD the two coincide).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch.autograd import forward_ad
 
-from reweight.components.hypergradients.sgd import gradient_scale, sgd_settings, sgd_step
+from reweight.components.hypergradients.replay import Replay
 from reweight.core.data import Batch
 from reweight.core.hypergrad import (
     Hypergradient,
@@ -48,31 +55,37 @@ def losses_and_directional_derivatives(
     return losses, tangent.detach()
 
 
+def step_gradient(model: BilevelNet, batch: Batch, weights: torch.Tensor | None,
+                  losses: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
+    """g = ∇_θ (1/B) Σ wⱼ ℓⱼ(θ) for the coupled parameters; zeros for ``weights=None`` (w = 0),
+    None for a parameter the losses do not use. ``losses`` may pass ℓⱼ(θ) already computed
+    (with graph)."""
+    theta = model.coupled_params()
+    if weights is None:
+        return {name: torch.zeros_like(p) for name, p in theta.items()}
+    if losses is None:
+        with buffers_preserved(model):
+            losses = model.source_losses(batch)
+    grads = torch.autograd.grad((weights * losses).mean(), list(theta.values()), allow_unused=True)
+    return dict(zip(theta, grads))
+
+
+def replayed_step(model: BilevelNet, replay: Replay, grads: dict[str, torch.Tensor | None]) -> dict[str, torch.Tensor]:
+    """θ' after the real optimizer's next step with gradient ``grads``, detached."""
+    params = dict(model.coupled_params())
+    replay.step(params, grads, replay.states())
+    return {name: p.detach() for name, p in params.items()}
+
+
 def lookahead_parameters(
     model: BilevelNet, batch: Batch, weights: torch.Tensor | None, optimizer: torch.optim.Optimizer,
     losses: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """θ' after the real optimizer's next step on (1/B) Σ wⱼ ℓⱼ(θ), detached; the optimizer's
-    momentum buffers are read, not changed. ``weights=None`` means w = 0: only momentum and
-    weight decay move θ. ``losses`` may pass ℓⱼ(θ) already computed (with graph)."""
-    theta = model.coupled_params()
-    if weights is None:
-        grads = [torch.zeros_like(p) for p in theta.values()]
-    else:
-        if losses is None:
-            with buffers_preserved(model):
-                losses = model.source_losses(batch)
-        grads = torch.autograd.grad((weights * losses).mean(), list(theta.values()), allow_unused=True)
-    settings = sgd_settings(model, optimizer)
-    params = dict(theta)
-    buffers = {name: settings[name][1] for name in theta}
-    sgd_step(params, dict(zip(theta, grads)), buffers, settings)
-    return {name: p.detach() for name, p in params.items()}
-
-
-def moves_without_gradient(settings) -> bool:
-    """Whether momentum or weight decay move parameters even when the weights are all 0."""
-    return any(group["weight_decay"] or (group["momentum"] and buffer is not None) for group, buffer in settings.values())
+    state (momentum buffers, Adam's moments) is read, not changed. ``weights=None`` means w = 0:
+    only momentum, Adam's moments and weight decay move θ. ``losses`` may pass ℓⱼ(θ) already
+    computed (with graph)."""
+    return replayed_step(model, Replay(model, optimizer), step_gradient(model, batch, weights, losses))
 
 
 def target_gradient(model: BilevelNet, target: Batch, theta: Params) -> dict[str, torch.Tensor]:
@@ -95,20 +108,24 @@ class OneStep(Hypergradient):
 
     def __call__(self, problem: HypergradientProblem) -> HypergradientResult:
         model, source = problem.model, problem.source
-        settings = sgd_settings(model, problem.optimizer)
-        direction = None
-        if self.options.at == "lookahead":
+        replay = Replay(model, problem.optimizer)
+        direction, grads = None, {}
+        # the look-ahead needs this step's gradient, and so does Adam's D at either point
+        if self.options.at == "lookahead" or replay.needs_gradient:
             with buffers_preserved(model):
                 losses = model.source_losses(source)
             current = problem.weight_fn(source, losses.detach())
             # at w = 0 (no standing weights) plain SGD leaves θ' = θ: the current v is exact
-            if current is not None or moves_without_gradient(settings):
-                theta_next = lookahead_parameters(model, source, current, problem.optimizer, losses)
-                direction = target_gradient(model, problem.target, theta_next)
+            if current is not None or replay.moves_without_gradient() or replay.needs_gradient:
+                grads = step_gradient(model, source, current, losses)
+            if self.options.at == "lookahead" and (current is not None or replay.moves_without_gradient()):
+                direction = target_gradient(model, problem.target, replayed_step(model, replay, grads))
         if direction is None:
             direction = problem.current_target_gradient()
-        # dθ'/dwⱼ = −(c/B) ∇ℓⱼ, with c the step's scale of each parameter's gradient
-        scaled = {name: gradient_scale(settings, name) * v for name, v in direction.items()}
+        # dθ'/dwⱼ = −(1/B) D ⊙ ∇ℓⱼ, with D = −∂θ'/∂g the step's derivative in its gradient
+        theta = model.coupled_params()
+        scaled = {name: replay.gradient_derivative(name, theta[name], grads.get(name)) * v
+                  for name, v in direction.items()}
         losses, dots = losses_and_directional_derivatives(model, source, scaled)
         grad = -dots / len(source)
         return HypergradientResult(losses, [WeightGradient(source, losses.detach(), grad)])

@@ -3,8 +3,9 @@ every weight used on the way.
 
 The look-ahead replays what training is about to do: the K source batches are the current one
 and the next K−1 the sampler will draw (peeked, not consumed), and each step is the real inner
-optimizer's update, SGD with its momentum, dampening, Nesterov flag, weight decay and current
-momentum buffers. θ and φˢ are both unrolled (φˢ shapes θ's later gradients); φᵗ is held fixed.
+optimizer's update (``replay``): SGD with its momentum, dampening, Nesterov flag, weight decay and
+current momentum buffers, or Adam and AdamW with their step count, moments, bias correction and
+weight decay. θ and φˢ are both unrolled (φˢ shapes θ's later gradients); φᵗ is held fixed.
 The result is dL_t(θ_K)/dw for every example of every batch: exact for K inner steps with φᵗ,
 and the weights the strategy had in force when the look-ahead began, held fixed (training
 moves φᵗ every step and updates the strategy before later batches; the look-ahead does not
@@ -19,19 +20,24 @@ Two backends compute the same thing:
   is the real step's forward, reused for the inner step.
 - ``higher``: ``higher.innerloop_ctx`` with a differentiable copy of the real optimizer, as in
   the original Meta-Weight-Net and Learning-to-Reweight code. It works on copies of the
-  weights, so the real step needs one more forward pass.
+  weights, so the real step needs one more forward pass. For SGD the copy is ``higher``'s
+  own; ``higher``'s Adam predates torch's current update (its eps sits inside the bias
+  correction, its step count stays a tensor of the default dtype, and it has no AdamW), so for
+  Adam and AdamW the copy is a ``higher`` differentiable optimizer, built from the real one
+  and its copied state in the same way, that applies torch's update (``replay``).
 
 Memory grows linearly in K: every step keeps its graph until L_t(θ_K) is differentiated.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from reweight.components.hypergradients.sgd import sgd_settings, sgd_step
+from reweight.components.hypergradients.replay import Replay, adam_group, adam_update, read_state
 from reweight.core.data import Batch
 from reweight.core.errors import ConfigError
 from reweight.core.hypergrad import Hypergradient, HypergradientProblem, HypergradientResult, WeightGradient
@@ -75,9 +81,9 @@ class Unrolled(Hypergradient):
 
     def _torch_func(self, problem: HypergradientProblem, batches: list[Batch]) -> HypergradientResult:
         model = problem.model
-        settings = sgd_settings(model, problem.optimizer)
-        params = {name: p for name, p in model.inner_params().items() if name in settings}
-        buffers = {name: buffer for name, (_, buffer) in settings.items()}
+        replay = Replay(model, problem.optimizer)
+        params = {name: p for name, p in model.inner_params().items() if name in replay.groups}
+        states = replay.states()
         first_losses = model.source_losses(problem.source)  # the real step's forward
         steps = []
         with buffers_preserved(model):
@@ -86,7 +92,7 @@ class Unrolled(Hypergradient):
                 weights = _weights_leaf(problem, batch, losses)
                 grads = torch.autograd.grad((weights * losses).mean(), list(params.values()),
                                             create_graph=True, allow_unused=True)
-                sgd_step(params, dict(zip(params, grads)), buffers, settings)
+                replay.step(params, dict(zip(params, grads)), states)
                 steps.append((batch, losses.detach(), weights))
             target_loss = model.target_loss(problem.target, params)
         grads = torch.autograd.grad(target_loss, [weights for _, _, weights in steps], allow_unused=True)
@@ -96,9 +102,14 @@ class Unrolled(Hypergradient):
         import higher  # the optional backend is imported only when chosen
 
         model = problem.model
-        sgd_settings(model, problem.optimizer)  # the same checks as the other backend
+        replay = Replay(model, problem.optimizer)  # the same checks as the other backend
         steps = []
-        with buffers_preserved(model), higher.innerloop_ctx(model, problem.optimizer) as (fmodel, diffopt):
+        with buffers_preserved(model):
+            fmodel = higher.monkeypatch(model, copy_initial_weights=True, track_higher_grads=True)
+            if replay.kind == "sgd":
+                diffopt = higher.optim.get_diff_optim(problem.optimizer, model.parameters(), fmodel=fmodel)
+            else:
+                diffopt = _differentiable_adam(higher)(problem.optimizer, model.parameters(), fmodel=fmodel)
             for batch in batches:
                 losses = fmodel.source_losses(batch)
                 weights = _weights_leaf(problem, batch, losses)
@@ -107,6 +118,31 @@ class Unrolled(Hypergradient):
             target_loss = fmodel.target_loss(problem.target)
         grads = torch.autograd.grad(target_loss, [weights for _, _, weights in steps], allow_unused=True)
         return HypergradientResult(model.source_losses(problem.source), _weight_gradients(steps, grads))
+
+
+@functools.cache
+def _differentiable_adam(higher):
+    """A ``higher`` differentiable optimizer for ``torch.optim.Adam`` and ``AdamW``: ``higher``
+    copies the real optimizer's groups and state and computes each step's gradients with their
+    graph; the update itself is torch's (``replay.adam_update``)."""
+
+    class DifferentiableTorchAdam(higher.optim.DifferentiableOptimizer):
+        def __init__(self, other: torch.optim.Optimizer, *args, **kwargs) -> None:
+            super().__init__(other, *args, **kwargs)
+            self._settings = [adam_group(other, group) for group in self.param_groups]
+
+        def _update(self, grouped_grads, **kwargs) -> None:
+            for group_idx, (group, grads) in enumerate(zip(self.param_groups, grouped_grads)):
+                for p_idx, (p, g) in enumerate(zip(group["params"], grads)):
+                    if g is None:
+                        continue
+                    state = self.state[group_idx][p_idx]
+                    if not state or isinstance(state["step"], torch.Tensor):  # as copied from the real one
+                        state = read_state("adam", state)
+                    group["params"][p_idx], self.state[group_idx][p_idx] = adam_update(
+                        p, g, state, self._settings[group_idx])
+
+    return DifferentiableTorchAdam
 
 
 def _weight_gradients(steps, grads) -> list[WeightGradient]:
