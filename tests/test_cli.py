@@ -80,6 +80,46 @@ def test_uniform_baseline_by_one_override(tracking_dir):
     assert "weight_noise_auc=0.5000" in result.stdout
 
 
+def test_runs_started_at_once_in_an_empty_folder_all_succeed(tracking_dir):
+    """Without the store's lock, MLflow's creation of the SQLite tables races, and all but one
+    of several runs starting together on a new store die with a traceback."""
+    clean = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    command = [sys.executable, "-m", "reweight.cli", "run", BENCHMARK, "--set", "train.steps=20",
+               "--set", "train.eval_every=10"]
+    started = [subprocess.Popen(command, cwd=tracking_dir, env=clean, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    finished = [(process.wait(timeout=600), *process.communicate()) for process in started]
+    assert [code for code, _, _ in finished] == [0, 0, 0], [err for _, _, err in finished]
+    assert all("Traceback" not in err for _, _, err in finished)
+
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tracking_dir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("synthetic_2d")
+    runs = client.search_runs([experiment.experiment_id], "tags.`reweight.role` = 'parent'")
+    assert len(runs) == 3 and {run.info.status for run in runs} == {"FINISHED"}
+    assert not (tracking_dir / "mlflow.db.lock").exists()
+
+
+def test_a_store_held_too_long_by_another_process_is_one_line(tracking_dir, monkeypatch, capsys):
+    """A process stuck while setting the store up (here: this test holding its lock) makes the
+    others give up after a while, in one line, before any run is recorded."""
+    from reweight.cli import main
+    from reweight.experiment import checkpoint, tracking
+
+    monkeypatch.setattr(tracking, "STORE_LOCK_WAIT", 0.3)
+    lock = tracking_dir / "mlflow.db.lock"
+    held = checkpoint.acquire(lock)
+    try:
+        code = main(["run", BENCHMARK, "--set", "train.steps=2"])
+    finally:
+        checkpoint.release(lock, held)
+    err = capsys.readouterr().err
+    assert code == 2 and err == (f"error: the MLflow tracking store {tracking_dir / 'mlflow.db'} is still being set "
+                                 f"up by another process after 0.3 s (it holds {lock}); try again when it is done\n")
+    assert not (tracking_dir / "mlflow.db").exists()
+
+
 def test_a_schedule_from_the_command_line_logs_its_rates(tracking_dir):
     result = reweight("run", BENCHMARK, "--set", "train.steps=40", "--set", "train.eval_every=10",
                       "--set", "train.schedule={kind: step, milestones: [15, 35], gamma: 0.5}", cwd=tracking_dir)

@@ -22,12 +22,48 @@ import torch
 import yaml
 
 from reweight.core.errors import ReweightError
+from reweight.experiment import checkpoint
 from reweight.experiment.config import flatten
 from reweight.experiment.interrupts import Interrupted
 
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+STORE_LOCK_WAIT = 300.0  # seconds to wait for another process setting up the same SQLite store
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of an ``sqlite:///`` URI; None for any other store (or an in-memory one)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///").split("?")[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+@contextmanager
+def store_setup(uri: str) -> Iterator[None]:
+    """Around a first use of the store, which may create its tables or migrate their schema:
+    one process at a time per SQLite file (MLflow's own set-up fails when several runs start at
+    once on a new store), through the lock file ``<store>.lock`` beside it."""
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    lock = path.with_name(path.name + ".lock")
+    try:
+        handle = checkpoint.acquire(lock, wait=STORE_LOCK_WAIT)
+    except OSError as error:
+        raise ReweightError(f"cannot use the MLflow tracking store {uri}: cannot create its lock file {lock} "
+                            f"({error.strerror or error})") from None
+    if handle is None:
+        raise ReweightError(f"the MLflow tracking store {path} is still being set up by another process after "
+                            f"{STORE_LOCK_WAIT:g} s (it holds {lock}); try again when it is done")
+    try:
+        yield
+    finally:
+        checkpoint.release(lock, handle)
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
@@ -84,7 +120,16 @@ def connect(need_store: bool = True) -> Any:
                                 "or set MLFLOW_TRACKING_URI")
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
-    return mlflow.MlflowClient()
+    with store_setup(uri):
+        try:
+            return mlflow.MlflowClient()
+        except Exception as error:  # noqa: BLE001 - any backend failure is the same problem to a user
+            raise ReweightError(f"cannot use the MLflow tracking store {uri}: {first_line(error)}") from None
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def store_call(function, *args, **kwargs):
@@ -94,8 +139,7 @@ def store_call(function, *args, **kwargs):
     except ReweightError:
         raise
     except Exception as error:  # noqa: BLE001
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ReweightError(f"cannot read the MLflow tracking store: {first}") from None
+        raise ReweightError(f"cannot read the MLflow tracking store: {first_line(error)}") from None
 
 
 def resumable(run_id: str) -> tuple[dict[str, Any], str]:
@@ -148,10 +192,14 @@ class Tracker:
     def __init__(self, experiment: str) -> None:
         self.mlflow = import_mlflow()
         self.client = connect(need_store=False)
+        uri = tracking_uri()
         try:
-            self.experiment_id = self.mlflow.set_experiment(experiment).experiment_id
+            with store_setup(uri):  # several runs starting at once must not all create the experiment
+                self.experiment_id = self.mlflow.set_experiment(experiment).experiment_id
+        except ReweightError:
+            raise
         except Exception as error:  # noqa: BLE001 - any backend failure is the same problem to a user
-            raise ReweightError(f"cannot use the MLflow tracking store {tracking_uri()}: {error}") from None
+            raise ReweightError(f"cannot use the MLflow tracking store {uri}: {error}") from None
 
     @contextmanager
     def run(self, name: str, config: dict[str, Any], tags: dict[str, Any], nested: bool = False,
