@@ -42,6 +42,10 @@ def test_synthetic_run_lands_in_mlflow_and_downweights_flipped_labels(tracking_d
     assert len(parents) == 1 and len(children) == 2
     assert set(children["tags.mlflow.parentRunId"]) == set(parents["run_id"])
     assert set(children["tags.strategy"]) == {"soseleto"} and set(children["tags.seed"]) == {"0", "1"}
+    assert list(parents["tags.mlflow.runName"]) == ["soseleto(lr=50.0) · 2 seeds"]
+    assert set(children["tags.mlflow.runName"]) == {"soseleto-seed0", "soseleto-seed1"}
+    experiment = mlflow.get_experiment_by_name("synthetic_2d")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # MLflow 3's training view
     assert children["params.strategy.lr"].iloc[0] == "50.0"
     for name in ("test_accuracy", "target_loss", "source_loss", "weight_noise_auc"):
         assert children[f"metrics.{name}"].notna().all()
@@ -213,6 +217,9 @@ def test_sweep_is_one_parent_with_a_tagged_child_per_combination_and_seed(in_sto
     first_id = parents["run_id"].iloc[0]
     mine = children[children["tags.mlflow.parentRunId"] == first_id]
     assert len(mine) == 8
+    assert list(parents["tags.mlflow.runName"]) == ["sweep strategy.name × data.noise_rate (4 combinations × 2 seeds)",
+                                                    "sweep strategy.name × data.noise_rate (1 combination)"]
+    assert "strategy.name=uniform,data.noise_rate=0.4-seed1" in set(mine["tags.mlflow.runName"])
     assert set(zip(mine["tags.sweep.strategy.name"], mine["tags.sweep.data.noise_rate"], mine["tags.seed"])) == {
         (s, n, seed) for s in ("soseleto", "uniform") for n in ("0.2", "0.4") for seed in ("0", "1")}
     assert set(mine["tags.reweight.sweep"]) == {"strategy.name,data.noise_rate"}

@@ -2,7 +2,8 @@
 
 Params are the resolved config, flattened; the resolved config itself and the final weights
 are artifacts; metrics are logged by step. A sweep's parent run holds the config as given
-(with its ``sweep``), the params every combination shares, and the comparison plots. Without
+(with its ``sweep``), the params every combination shares, and the comparison plots. The
+experiment is tagged for MLflow 3's model-training view (``EXPERIMENT_KIND``). Without
 ``MLFLOW_TRACKING_URI`` the store is MLflow's embedded SQLite file ``mlflow.db`` in the
 working directory.
 """
@@ -87,6 +88,11 @@ WEIGHTS_FILE = "weights.csv"
 PLAN_FILE = "plan.yaml"  # on the parent run: the config as given, re-runnable by `reweight resume`
 PLAN_TAG = "reweight.plan"  # on the parent run: the plan's fingerprint, found by `--resume`
 
+
+# MLflow 3's UI opens an experiment in its model-training view (runs, metrics, charts) rather
+# than its GenAI view (traces) when the experiment carries this tag.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 CHECKPOINT_TAG = "reweight.checkpoint"  # on a child run: where its checkpoint file is
 DIVERGED_TAG = "reweight.diverged"  # on a child run that stopped on a NaN or infinite loss
@@ -195,7 +201,10 @@ class Tracker:
         uri = tracking_uri()
         try:
             with store_setup(uri):  # several runs starting at once must not all create the experiment
-                self.experiment_id = self.mlflow.set_experiment(experiment).experiment_id
+                found = self.mlflow.set_experiment(experiment)
+                if EXPERIMENT_KIND_TAG not in found.tags:  # a kind chosen in the UI stays
+                    self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+            self.experiment_id = found.experiment_id
         except ReweightError:
             raise
         except Exception as error:  # noqa: BLE001 - any backend failure is the same problem to a user
