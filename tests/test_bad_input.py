@@ -180,6 +180,11 @@ CASES = [
     Case("unreachable-tracking-uri", SYNTHETIC,
          ["cannot reach the MLflow tracking server http://127.0.0.1:{port}: [Errno 111] Connection refused"],
          env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:{port}"}),
+    Case("plugins-unknown-name", SYNTHETIC,
+         ["unknown component 'sosoleto' (installed: cifar10_quick, digits, fine_tune, joint, learning_to_reweight, "
+          "meta_weight_net, mlp, noisy_labels, one_step, per_group, per_sample, per_task, soseleto, source_only, "
+          "synthetic_2d, synthetic_annotators, synthetic_task, target_only, tasks, transfer, uniform, unrolled)"],
+         argv=["plugins", "sosoleto"]),
     Case("download-unknown-set", SYNTHETIC,
          ["unknown image set 'imagenet' (known: mnist, fashion_mnist, svhn, cifar10, cifar10_jpeg)"],
          argv=["data", "download", "imagenet", "--root", "{root}"]),

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -165,6 +166,63 @@ def test_plugins_lists_name_kind_package_version(tracking_dir):
     assert result.returncode == 0
     line = next(line for line in result.stdout.splitlines() if "soseleto" in line)
     assert "strategy" in line and "reweight" in line and "0.1.0" in line
+
+
+def plugins_output(*args: str, width: int, monkeypatch) -> str:
+    """``reweight plugins ...`` printed to a terminal ``width`` columns wide."""
+    from rich.console import Console
+
+    from reweight import cli
+
+    out = io.StringIO()
+    monkeypatch.setattr(cli, "make_console", lambda: Console(file=out, width=width, color_system=None))
+    assert cli.main(["plugins", *args]) == 0
+    return out.getvalue()
+
+
+def test_plugins_name_shows_each_option_with_type_default_and_description(monkeypatch):
+    out = plugins_output("soseleto", width=120, monkeypatch=monkeypatch)
+    assert out.startswith("strategy soseleto (plugin soseleto, reweight ")
+    rows = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:5]]
+            for line in out.splitlines() if line.startswith("│") and line.split("│")[1].strip()}
+    assert rows["lr"] == ["float > 0", "1.0", "λ_α, the step size of the weights."]
+    assert rows["init"][:2] == ["float >= 0", "0.5"] and set(rows) == {"lr", "init", "lower", "upper", "target_weight"}
+    nested = plugins_output("noisy_labels", width=200, monkeypatch=monkeypatch)
+    assert re.search(r"│ dataset +│ mnist \| fashion_mnist \| svhn .*│ required +│", nested)
+    assert re.search(r"│ noise\.rate +│ float >= 0\.0, <= 1\.0 +│ 0\.3 +│ Fraction of source labels", nested)
+    assert re.search(r"│ classes +│ list\[int\] length >= 2 \| null +│ null +│", nested)  # no markup eaten
+    assert "this component takes no options" in plugins_output("uniform", width=120, monkeypatch=monkeypatch)
+    every = plugins_output("--options", width=160, monkeypatch=monkeypatch)
+    assert "strategy soseleto (plugin" in every and "model mlp (plugin" in every and "dataset tasks (plugin" in every
+
+
+@pytest.mark.parametrize("width", [24, 50, 64, 90])
+def test_plugins_never_cut_a_name_in_a_narrow_terminal(width, monkeypatch):
+    """Every component and option name is printed whole, whatever the width (a table where it
+    fits, else one line per field), and no cell is cut short."""
+    from reweight.cli import option_rows
+    from reweight.core.plugins import KINDS, registry
+
+    found = registry()
+    components = [found.get(kind, name) for kind in KINDS for name in found.names(kind)]
+    listing = plugins_output(width=width, monkeypatch=monkeypatch)
+    words = set(re.findall(r"[\w.]+", listing))
+    assert {c.name for c in components} <= words and {c.plugin for c in components} <= words
+    for name in ("noisy_labels", "soseleto", "meta_weight_net", "transfer"):
+        shown = plugins_output(name, width=width, monkeypatch=monkeypatch)
+        component = next(c for c in components if c.name == name)
+        assert {row[0] for row in option_rows(component.options)} <= set(re.findall(r"[\w.]+", shown))
+        assert "…" not in shown and "..." not in shown
+    assert all(len(line) <= width for line in listing.splitlines() if "│" in line or "━" in line)
+
+
+def test_plugins_of_an_unknown_name_is_one_line(capsys):
+    from reweight.cli import main
+
+    assert main(["plugins", "sosoleto"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown component 'sosoleto' (installed: cifar10_quick, digits, fine_tune, ")
+    assert len(err.splitlines()) == 1
 
 
 # --- sweeps and `reweight compare` -------------------------------------------------------------
