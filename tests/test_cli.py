@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -47,6 +49,9 @@ def test_synthetic_run_lands_in_mlflow_and_downweights_flipped_labels(tracking_d
     assert set(children["tags.mlflow.runName"]) == {"soseleto-seed0", "soseleto-seed1"}
     experiment = mlflow.get_experiment_by_name("synthetic_2d")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # MLflow 3's training view
+    assert result.stdout.splitlines()[-1] == (
+        f"in MLflow's UI: mlflow ui --backend-store-uri sqlite:///{tracking_dir / 'mlflow.db'}, then http://127.0.0.1:"
+        f"5000/#/experiments/{experiment.experiment_id}/runs/{parents['run_id'].iloc[0]}?workflowType=machine_learning")
     assert children["params.strategy.lr"].iloc[0] == "50.0"
     for name in ("test_accuracy", "target_loss", "source_loss", "weight_noise_auc"):
         assert children[f"metrics.{name}"].notna().all()
@@ -367,14 +372,15 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.mark.slow  # an MLflow server takes 10-40 s to start on a small shared machine
-def test_sweep_and_compare_against_a_real_mlflow_server(tmp_path):
+@contextlib.contextmanager
+def mlflow_server(where: Path):
+    """A real MLflow server on a free local port, with its store and artifacts under ``where``."""
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 's.db'}",
-         "--default-artifact-root", str(tmp_path / "art"), "--host", "127.0.0.1", "--port", str(port),
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{where / 's.db'}",
+         "--default-artifact-root", str(where / "art"), "--host", "127.0.0.1", "--port", str(port),
          "--workers", "1"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=where, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     uri = f"http://127.0.0.1:{port}"
     try:
@@ -387,6 +393,19 @@ def test_sweep_and_compare_against_a_real_mlflow_server(tmp_path):
                 assert server.poll() is None, "the MLflow server exited"
                 assert time.monotonic() < deadline, "the MLflow server did not answer in 180 s"
                 time.sleep(0.5)
+        yield uri
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=20)
+
+
+@pytest.mark.slow  # an MLflow server takes 10-40 s to start on a small shared machine
+def test_sweep_and_compare_against_a_real_mlflow_server(tmp_path):
+    with mlflow_server(tmp_path) as uri:
         env = {"MLFLOW_TRACKING_URI": uri}
         work = tmp_path / "work"
         work.mkdir()
@@ -394,6 +413,7 @@ def test_sweep_and_compare_against_a_real_mlflow_server(tmp_path):
                        "--set", "train.steps=10", "--set", "train.eval_every=5", "--set", "data.n_test=200",
                        cwd=work, env=env)
         assert ran.returncode == 0, ran.stderr
+        assert f"in MLflow's UI: {uri}/#/experiments/" in ran.stdout and "?workflowType=machine_learning" in ran.stdout
         compared = reweight("compare", "synthetic_2d", "--format", "csv", "--plot", str(work / "plots"), cwd=work,
                             env=env)
         assert compared.returncode == 0, compared.stderr
@@ -403,10 +423,27 @@ def test_sweep_and_compare_against_a_real_mlflow_server(tmp_path):
         assert {p.name for p in (work / "plots").iterdir()} == {"curves.png", "weights.png", "detector.png"}
         assert not (work / "mlflow.db").exists()  # everything went to the server
         assert any((tmp_path / "art").rglob("weights.csv"))  # artifacts live in the server's store
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=20)
+
+
+def browser() -> str | None:
+    return next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)),
+                None)
+
+
+@pytest.mark.slow  # a server and a browser
+@pytest.mark.skipif(browser() is None, reason="no headless Chromium to load MLflow's UI with")
+def test_the_printed_link_opens_the_parent_run_in_mlflows_training_view(tmp_path):
+    """What a user sees: the page `reweight run` links to, rendered by MLflow's own UI, shows
+    the parent run by its name and its metrics, in the model-training view (its menu: runs,
+    models, the model registry), not the GenAI one (overview, observability, ...)."""
+    with mlflow_server(tmp_path) as uri:
+        ran = reweight("run", BENCHMARK, "--set", "seeds=2", "--set", "train.steps=10", "--set", "train.eval_every=5",
+                       cwd=tmp_path, env={"MLFLOW_TRACKING_URI": uri})
+        assert ran.returncode == 0, ran.stderr
+        link = ran.stdout.splitlines()[-1].removeprefix("in MLflow's UI: ")
+        assert link.startswith(f"{uri}/#/experiments/")
+        page = subprocess.run([browser(), "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=40000",
+                               "--dump-dom", link], capture_output=True, text=True, timeout=300).stdout
+    text = " ".join(re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)\b.*?</\1>", "", page, flags=re.S)).split())
+    assert "soseleto(lr=50.0) · 2 seeds" in text and "test_accuracy_mean" in text, text[:2000]  # the parent
+    assert "Model registry" in text and "Observability" not in text, text[:2000]  # the training view's menu

@@ -24,7 +24,7 @@ from reweight.experiment.config import DEFAULT_NAMES, ExperimentConfig, flatten,
 from reweight.experiment.interrupts import Interrupted, stop_on_signal
 from reweight.experiment.schedule import scheduler
 from reweight.experiment.sweep import Combination, Plan, label
-from reweight.experiment.tracking import PLAN_FILE, PLAN_TAG, Tracker
+from reweight.experiment.tracking import PLAN_FILE, PLAN_TAG, Tracker, ui_link
 
 SUMMARY_METRICS = ("test_accuracy", "target_loss", "source_loss", "weight_noise_auc", "weight_harmful_auc")
 SUMMARY_PREFIXES = ("weight_group_", "weight_task_")  # per-slot weights, shown when few enough to name
@@ -214,6 +214,7 @@ def run(plan: Plan, console: Console, resume: bool | str = False) -> list[SeedRe
                               f"reweight resume {parent_id}") from None
     if plan.grid and results:
         print_comparison(plan, results, console, parent_id)
+    console.print(f"in MLflow's UI: {ui_link(tracker.experiment_id, parent_id)}", soft_wrap=True, markup=False)
     return results
 
 

@@ -89,10 +89,26 @@ PLAN_FILE = "plan.yaml"  # on the parent run: the config as given, re-runnable b
 PLAN_TAG = "reweight.plan"  # on the parent run: the plan's fingerprint, found by `--resume`
 
 
-# MLflow 3's UI opens an experiment in its model-training view (runs, metrics, charts) rather
-# than its GenAI view (traces) when the experiment carries this tag.
+# MLflow 3's UI (3.4, for one) opens an experiment that carries this tag in its model-training
+# view (runs, metrics, charts), where it would otherwise ask which kind the experiment is.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+
+# Later UIs (3.17, for one) choose the view by a switch of their own, GenAI unless changed; a
+# link carrying this query opens the training view there.
+TRAINING_VIEW = "workflowType=machine_learning"
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+
+
+def ui_link(experiment_id: str, run_id: str) -> str:
+    """Where to see a run in MLflow's UI, in its training view: the server's own page, or, for a
+    store on disk, the page `mlflow ui` serves for it."""
+    uri = tracking_uri()
+    page = f"/#/experiments/{experiment_id}/runs/{run_id}?{TRAINING_VIEW}"
+    if uri.startswith(("http://", "https://")):
+        return uri.rstrip("/") + page
+    return f"mlflow ui --backend-store-uri {uri}, then {LOCAL_UI}{page}"
+
 
 CHECKPOINT_TAG = "reweight.checkpoint"  # on a child run: where its checkpoint file is
 DIVERGED_TAG = "reweight.diverged"  # on a child run that stopped on a NaN or infinite loss
