@@ -205,6 +205,10 @@ CASES = [
     Case("unreachable-tracking-uri", SYNTHETIC,
          ["cannot reach the MLflow tracking server http://127.0.0.1:{port}: [Errno 111] Connection refused"],
          env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:{port}"}),
+    Case("sqlite-store-in-a-missing-folder", SYNTHETIC,
+         ["cannot use the MLflow tracking store sqlite:///{dir}/nowhere/mlflow.db: cannot create its lock file "
+          "{dir}/nowhere/mlflow.db.lock (No such file or directory)"],
+         env={"MLFLOW_TRACKING_URI": "sqlite:///{dir}/nowhere/mlflow.db"}),
     Case("plugins-unknown-name", SYNTHETIC,
          ["unknown component 'sosoleto' (installed: cifar10_quick, digits, fine_tune, joint, learning_to_reweight, "
           "meta_weight_net, mlp, noisy_labels, one_step, per_group, per_sample, per_task, soseleto, source_only, "
