@@ -11,9 +11,12 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+from typing import Any
 
+from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from reweight.core.errors import ReweightError
 from reweight.experiment.interrupts import Interrupted
@@ -70,19 +73,129 @@ def command_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def fitted(console: Console, table: Table) -> Any:
+    """``table``, where it fits the console with its first column (the names) whole and every
+    other column at least as wide as its longest word, the room left going to the narrowest
+    columns first; else its rows as lines of ``column: value``, which a narrow terminal wraps
+    without losing anything. Nothing is ever cut."""
+    from rich.cells import cell_len
+    from rich.measure import Measurement
+
+    texts = [[str(column.header), *map(str, column.cells)] for column in table.columns]
+    natural = [max(cell_len(line) for text in column for line in text.splitlines() or [""]) for column in texts]
+    least = [natural[0], *(max(cell_len(word) for text in column for word in text.split() or [""])
+                           for column in texts[1:])]
+    for column, width in zip(table.columns, least):
+        column.width = width
+    spare = console.width - Measurement.get(console, console.options.update_width(10**6), table).maximum
+    if spare >= 0:
+        for index in sorted(range(len(least)), key=lambda i: natural[i] - least[i]):
+            grown = min(spare, natural[index] - least[index])
+            table.columns[index].width = least[index] + grown
+            table.columns[index].overflow = "fold"
+            spare -= grown
+        return table
+    headers = [str(column.header) for column in table.columns]
+    lines = [str(table.title)] if table.title else []
+    for row in zip(*(column[1:] for column in texts)):
+        lines.append(row[0])
+        lines += [f"  {header}: {value}" for header, value in zip(headers[1:], row[1:]) if value]
+    if table.caption:
+        lines.append(str(table.caption))
+    return Text("\n".join(lines))
+
+
+def type_text(annotation: Any, metadata: list[Any] = ()) -> str:
+    """A field's type as a user writes its value: ``float > 0``, ``current | lookahead``,
+    ``list[int > 0]``, ``int | null``."""
+    import types
+    import typing
+
+    import annotated_types
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is type(None):
+        text = "null"
+    elif origin is typing.Annotated:
+        return type_text(args[0], [*args[1:], *metadata])
+    elif origin is typing.Literal:
+        text = " | ".join(str(arg) for arg in args)
+    elif origin in (typing.Union, types.UnionType):  # the field's limits are those of its non-null values
+        return " | ".join(type_text(arg, () if arg is type(None) else metadata) for arg in args)
+    elif origin in (list, tuple, set, dict):
+        text = f"{origin.__name__}[{', '.join(type_text(arg) for arg in args if arg is not Ellipsis)}]"
+    else:
+        text = getattr(annotation, "__name__", str(annotation))
+    bounds = {annotated_types.Gt: ("> ", "gt"), annotated_types.Ge: (">= ", "ge"), annotated_types.Lt: ("< ", "lt"),
+              annotated_types.Le: ("<= ", "le"), annotated_types.MinLen: ("length >= ", "min_length"),
+              annotated_types.MaxLen: ("length <= ", "max_length")}
+    limits = [f"{bounds[type(item)][0]}{getattr(item, bounds[type(item)][1])}" for item in metadata
+              if type(item) in bounds]
+    return f"{text} {', '.join(limits)}" if limits else text
+
+
+def option_rows(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(option, type, default, description) of every field of an options model; a field that is
+    itself a section of options is followed by its own fields, ``noise.rate``."""
+    from pydantic_core import PydanticUndefined, to_jsonable_python
+
+    from reweight.experiment.sweep import label
+
+    rows = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        nested = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        if field.is_required():
+            default = "required"
+        elif nested:
+            default = ""
+        else:
+            value = field.get_default(call_default_factory=True)
+            default = "" if value is PydanticUndefined else label(to_jsonable_python(value))
+            default = "null" if value is None else default
+        kind = "section" if nested else type_text(annotation, field.metadata)
+        rows.append((prefix + name, kind, default, field.description or ""))
+        if nested:
+            rows += option_rows(annotation, f"{prefix}{name}.")
+    return rows
+
+
+def options_table(component: Any) -> Table:
+    summary = (component.factory.__doc__ or "").strip().split("\n\n")[0].replace("``", "`")
+    title = f"{component.kind} {component.name} (plugin {component.plugin}, {component.package} {component.version})"
+    table = Table("option", "type", "default", "description", title=title, title_justify="left",
+                  caption=Text(" ".join(summary.split())) if summary else None, caption_justify="left")
+    for row in option_rows(component.options):
+        table.add_row(*map(Text, row))  # Text: a type such as list[int] is no markup
+    if not table.rows:
+        table.add_row("(none)", "", "", "this component takes no options")
+    return table
+
+
 def command_plugins(args: argparse.Namespace) -> int:
-    from reweight.core.plugins import KINDS, registry
+    from reweight.core.plugins import KINDS, NOT_FOUND_HINT, registry
 
     found = registry()
-    table = Table("name", "kind", "package", "version", "plugin")
-    for kind in KINDS:
-        for name in found.names(kind):
-            component = found.get(kind, name)
-            table.add_row(name, kind, component.package, component.version, component.plugin)
-    console = Console(highlight=False)
-    console.print(table)
     for problem in found.problems:
         print(f"warning: {problem}", file=sys.stderr)
+    console = make_console()
+    everything = [found.get(kind, name) for kind in KINDS for name in found.names(kind)]
+    if args.name:
+        chosen = [component for component in everything if component.name == args.name]
+        if not chosen:
+            names = ", ".join(sorted({component.name for component in everything}))
+            raise ReweightError(f"unknown component {args.name!r} (installed: {names}); {NOT_FOUND_HINT}")
+    elif args.options:
+        chosen = everything
+    else:
+        table = Table("name", "kind", "package", "version", "plugin")
+        for component in everything:
+            table.add_row(*map(Text, (component.name, component.kind, component.package, component.version,
+                                      component.plugin)))
+        console.print(fitted(console, table), soft_wrap=True)
+        return 0
+    for component in chosen:
+        console.print(fitted(console, options_table(component)), soft_wrap=True)
     return 0
 
 
@@ -165,7 +278,12 @@ def parser() -> argparse.ArgumentParser:
     which.add_argument("--latest", action="store_true", help="only the child runs of the newest parent run")
     compare.set_defaults(handler=command_compare)
 
-    plugins = commands.add_parser("plugins", help="list installed strategies, granularities, methods, data sets and models")
+    plugins = commands.add_parser(
+        "plugins", help="list installed strategies, granularities, methods, data sets and models, or their options",
+        description="List the installed components; with NAME (or --options), their options: type, default, meaning.",
+    )
+    plugins.add_argument("name", nargs="?", metavar="NAME", help="a component's name, e.g. soseleto: show its options")
+    plugins.add_argument("--options", action="store_true", help="show the options of every component")
     plugins.set_defaults(handler=command_plugins)
     return top
 

@@ -80,6 +80,26 @@ def canonical_but_not_original_cifar_test_batch(root: Path) -> None:
     (folder / "test_batch").write_bytes(pickle.dumps(batch))
 
 
+class RunsCode:
+    """Unpickled, this calls ``os.system``: it creates the file ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch '{self.marker}'",)
+
+
+def cifar_batch_that_runs_code(root: Path) -> None:
+    """A CIFAR-10 train batch whose data, unpickled by ``pickle.loads``, would run a command
+    creating ``<root>/ran``."""
+    import pickle
+
+    folder = root / "cifar-10-batches-py"
+    datafiles.write_cifar(folder)
+    (folder / "data_batch_1").write_bytes(pickle.dumps({b"data": RunsCode(root / "ran"), b"labels": [0]}))
+
+
 @dataclass
 class Case:
     id: str
@@ -195,11 +215,27 @@ CASES = [
           ", expected 40351d587109b95175f43aff81a1287e): corrupted or not the original file; "
           "run `reweight data download cifar10`"],
          data=canonical_but_not_original_cifar_test_batch),
+    Case("cifar10-pickle-that-runs-code", config(IMAGES, **{"data.dataset": "cifar10"}),
+         ["{root}/cifar-10-batches-py/data_batch_1: refused: the pickle asks for posix.system, but a CIFAR python "
+          "batch holds only dicts, lists, bytes, strings, numbers and NumPy arrays; run `reweight data download "
+          "cifar10`"],
+         data=cifar_batch_that_runs_code),
     Case("too-few-images-per-class", config(IMAGES, **{"data.target_per_class": 13}),
          ["data.target_per_class: class 0 has 12 examples, fewer than the 13 requested"], data=mnist),
     Case("unreachable-tracking-uri", SYNTHETIC,
          ["cannot reach the MLflow tracking server http://127.0.0.1:{port}: [Errno 111] Connection refused"],
          env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:{port}"}),
+    Case("sqlite-store-in-a-missing-folder", SYNTHETIC,
+         ["cannot use the MLflow tracking store sqlite:///{dir}/nowhere/mlflow.db: cannot create its lock file "
+          "{dir}/nowhere/mlflow.db.lock (No such file or directory)"],
+         env={"MLFLOW_TRACKING_URI": "sqlite:///{dir}/nowhere/mlflow.db"}),
+    Case("plugins-unknown-name", SYNTHETIC,
+         ["unknown component 'sosoleto' (installed: cifar10_quick, cross_entropy, digits, fine_tune, joint, "
+          "learning_to_reweight, "
+          "meta_weight_net, mlp, noisy_labels, one_step, per_group, per_sample, per_task, soseleto, source_only, "
+          "synthetic_2d, synthetic_annotators, synthetic_task, target_only, tasks, transfer, uniform, unrolled); "
+          "plugins are found through the entry-point group 'reweight'"],
+         argv=["plugins", "sosoleto"]),
     Case("download-unknown-set", SYNTHETIC,
          ["unknown image set 'imagenet' (known: mnist, fashion_mnist, svhn, cifar10, cifar10_jpeg)"],
          argv=["data", "download", "imagenet", "--root", "{root}"]),
@@ -256,6 +292,23 @@ def test_bad_input_is_one_line_naming_the_problem(case, tracking_dir, monkeypatc
     assert "Traceback" not in err
     if case.id not in ("unreachable-tracking-uri",):
         assert not (tracking_dir / "mlflow.db").exists()  # stopped before any run was recorded
+
+
+def test_a_crafted_cifar_batch_runs_nothing(tracking_dir, monkeypatch, capsys):
+    """The crafted file does run its command when unpickled plainly; read as a data set, it is
+    refused before anything in it runs."""
+    import pickle
+
+    case = next(case for case in CASES if case.id == "cifar10-pickle-that-runs-code")
+    prepared = prepare(case, tracking_dir / "case")
+    root = tracking_dir / "case" / "data"
+    for key, value in prepared.env.items():
+        monkeypatch.setenv(key, value)
+    assert cli.main(prepared.argv) == 2
+    assert capsys.readouterr().err.startswith(f"error: {root}/cifar-10-batches-py/data_batch_1: refused: ")
+    assert not (root / "ran").exists()
+    pickle.loads((root / "cifar-10-batches-py" / "data_batch_1").read_bytes())
+    assert (root / "ran").exists()  # what the reader kept from happening
 
 
 # --- plugins that fail: a warning naming the plugin, the rest still load ----------------------------------

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -42,6 +45,13 @@ def test_synthetic_run_lands_in_mlflow_and_downweights_flipped_labels(tracking_d
     assert len(parents) == 1 and len(children) == 2
     assert set(children["tags.mlflow.parentRunId"]) == set(parents["run_id"])
     assert set(children["tags.strategy"]) == {"soseleto"} and set(children["tags.seed"]) == {"0", "1"}
+    assert list(parents["tags.mlflow.runName"]) == ["soseleto(lr=50.0) · 2 seeds"]
+    assert set(children["tags.mlflow.runName"]) == {"soseleto-seed0", "soseleto-seed1"}
+    experiment = mlflow.get_experiment_by_name("synthetic_2d")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # MLflow 3's training view
+    assert result.stdout.splitlines()[-1] == (
+        f"in MLflow's UI: mlflow ui --backend-store-uri sqlite:///{tracking_dir / 'mlflow.db'}, then http://127.0.0.1:"
+        f"5000/#/experiments/{experiment.experiment_id}/runs/{parents['run_id'].iloc[0]}?workflowType=machine_learning")
     assert children["params.strategy.lr"].iloc[0] == "50.0"
     for name in ("test_accuracy", "target_loss", "source_loss", "weight_noise_auc"):
         assert children[f"metrics.{name}"].notna().all()
@@ -78,6 +88,46 @@ def test_uniform_baseline_by_one_override(tracking_dir):
     result = reweight("run", BENCHMARK, "--set", "strategy=uniform", "--set", "train.steps=50", cwd=tracking_dir)
     assert result.returncode == 0, result.stderr
     assert "weight_noise_auc=0.5000" in result.stdout
+
+
+def test_runs_started_at_once_in_an_empty_folder_all_succeed(tracking_dir):
+    """Without the store's lock, MLflow's creation of the SQLite tables races, and all but one
+    of several runs starting together on a new store die with a traceback."""
+    clean = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    command = [sys.executable, "-m", "reweight.cli", "run", BENCHMARK, "--set", "train.steps=20",
+               "--set", "train.eval_every=10"]
+    started = [subprocess.Popen(command, cwd=tracking_dir, env=clean, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    finished = [(process.wait(timeout=600), *process.communicate()) for process in started]
+    assert [code for code, _, _ in finished] == [0, 0, 0], [err for _, _, err in finished]
+    assert all("Traceback" not in err for _, _, err in finished)
+
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tracking_dir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("synthetic_2d")
+    runs = client.search_runs([experiment.experiment_id], "tags.`reweight.role` = 'parent'")
+    assert len(runs) == 3 and {run.info.status for run in runs} == {"FINISHED"}
+    assert not (tracking_dir / "mlflow.db.lock").exists()
+
+
+def test_a_store_held_too_long_by_another_process_is_one_line(tracking_dir, monkeypatch, capsys):
+    """A process stuck while setting the store up (here: this test holding its lock) makes the
+    others give up after a while, in one line, before any run is recorded."""
+    from reweight.cli import main
+    from reweight.experiment import checkpoint, tracking
+
+    monkeypatch.setattr(tracking, "STORE_LOCK_WAIT", 0.3)
+    lock = tracking_dir / "mlflow.db.lock"
+    held = checkpoint.acquire(lock)
+    try:
+        code = main(["run", BENCHMARK, "--set", "train.steps=2"])
+    finally:
+        checkpoint.release(lock, held)
+    err = capsys.readouterr().err
+    assert code == 2 and err == (f"error: the MLflow tracking store {tracking_dir / 'mlflow.db'} is still being set "
+                                 f"up by another process after 0.3 s (it holds {lock}); try again when it is done\n")
+    assert not (tracking_dir / "mlflow.db").exists()
 
 
 def test_a_schedule_from_the_command_line_logs_its_rates(tracking_dir):
@@ -121,6 +171,63 @@ def test_plugins_lists_name_kind_package_version(tracking_dir):
     assert result.returncode == 0
     line = next(line for line in result.stdout.splitlines() if "soseleto" in line)
     assert "strategy" in line and "reweight" in line and "0.1.0" in line
+
+
+def plugins_output(*args: str, width: int, monkeypatch) -> str:
+    """``reweight plugins ...`` printed to a terminal ``width`` columns wide."""
+    from rich.console import Console
+
+    from reweight import cli
+
+    out = io.StringIO()
+    monkeypatch.setattr(cli, "make_console", lambda: Console(file=out, width=width, color_system=None))
+    assert cli.main(["plugins", *args]) == 0
+    return out.getvalue()
+
+
+def test_plugins_name_shows_each_option_with_type_default_and_description(monkeypatch):
+    out = plugins_output("soseleto", width=120, monkeypatch=monkeypatch)
+    assert out.startswith("strategy soseleto (plugin soseleto, reweight ")
+    rows = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:5]]
+            for line in out.splitlines() if line.startswith("│") and line.split("│")[1].strip()}
+    assert rows["lr"] == ["float > 0", "1.0", "λ_α, the step size of the weights."]
+    assert rows["init"][:2] == ["float >= 0", "0.5"] and set(rows) == {"lr", "init", "lower", "upper", "target_weight"}
+    nested = plugins_output("noisy_labels", width=200, monkeypatch=monkeypatch)
+    assert re.search(r"│ dataset +│ mnist \| fashion_mnist \| svhn .*│ required +│", nested)
+    assert re.search(r"│ noise\.rate +│ float >= 0\.0, <= 1\.0 +│ 0\.3 +│ Fraction of source labels", nested)
+    assert re.search(r"│ classes +│ list\[int\] length >= 2 \| null +│ null +│", nested)  # no markup eaten
+    assert "this component takes no options" in plugins_output("uniform", width=120, monkeypatch=monkeypatch)
+    every = plugins_output("--options", width=160, monkeypatch=monkeypatch)
+    assert "strategy soseleto (plugin" in every and "model mlp (plugin" in every and "dataset tasks (plugin" in every
+
+
+@pytest.mark.parametrize("width", [24, 50, 64, 90])
+def test_plugins_never_cut_a_name_in_a_narrow_terminal(width, monkeypatch):
+    """Every component and option name is printed whole, whatever the width (a table where it
+    fits, else one line per field), and no cell is cut short."""
+    from reweight.cli import option_rows
+    from reweight.core.plugins import KINDS, registry
+
+    found = registry()
+    components = [found.get(kind, name) for kind in KINDS for name in found.names(kind)]
+    listing = plugins_output(width=width, monkeypatch=monkeypatch)
+    words = set(re.findall(r"[\w.]+", listing))
+    assert {c.name for c in components} <= words and {c.plugin for c in components} <= words
+    for name in ("noisy_labels", "soseleto", "meta_weight_net", "transfer"):
+        shown = plugins_output(name, width=width, monkeypatch=monkeypatch)
+        component = next(c for c in components if c.name == name)
+        assert {row[0] for row in option_rows(component.options)} <= set(re.findall(r"[\w.]+", shown))
+        assert "…" not in shown and "..." not in shown
+    assert all(len(line) <= width for line in listing.splitlines() if "│" in line or "━" in line)
+
+
+def test_plugins_of_an_unknown_name_is_one_line(capsys):
+    from reweight.cli import main
+
+    assert main(["plugins", "sosoleto"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown component 'sosoleto' (installed: cifar10_quick, cross_entropy, digits, ")
+    assert len(err.splitlines()) == 1
 
 
 # --- sweeps and `reweight compare` -------------------------------------------------------------
@@ -173,6 +280,9 @@ def test_sweep_is_one_parent_with_a_tagged_child_per_combination_and_seed(in_sto
     first_id = parents["run_id"].iloc[0]
     mine = children[children["tags.mlflow.parentRunId"] == first_id]
     assert len(mine) == 8
+    assert list(parents["tags.mlflow.runName"]) == ["sweep strategy.name × data.noise_rate (4 combinations × 2 seeds)",
+                                                    "sweep strategy.name × data.noise_rate (1 combination)"]
+    assert "strategy.name=uniform,data.noise_rate=0.4-seed1" in set(mine["tags.mlflow.runName"])
     assert set(zip(mine["tags.sweep.strategy.name"], mine["tags.sweep.data.noise_rate"], mine["tags.seed"])) == {
         (s, n, seed) for s in ("soseleto", "uniform") for n in ("0.2", "0.4") for seed in ("0", "1")}
     assert set(mine["tags.reweight.sweep"]) == {"strategy.name,data.noise_rate"}
@@ -262,14 +372,15 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.mark.slow  # an MLflow server takes 10-40 s to start on a small shared machine
-def test_sweep_and_compare_against_a_real_mlflow_server(tmp_path):
+@contextlib.contextmanager
+def mlflow_server(where: Path):
+    """A real MLflow server on a free local port, with its store and artifacts under ``where``."""
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 's.db'}",
-         "--default-artifact-root", str(tmp_path / "art"), "--host", "127.0.0.1", "--port", str(port),
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{where / 's.db'}",
+         "--default-artifact-root", str(where / "art"), "--host", "127.0.0.1", "--port", str(port),
          "--workers", "1"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=where, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     uri = f"http://127.0.0.1:{port}"
     try:
@@ -282,6 +393,19 @@ def test_sweep_and_compare_against_a_real_mlflow_server(tmp_path):
                 assert server.poll() is None, "the MLflow server exited"
                 assert time.monotonic() < deadline, "the MLflow server did not answer in 180 s"
                 time.sleep(0.5)
+        yield uri
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=20)
+
+
+@pytest.mark.slow  # an MLflow server takes 10-40 s to start on a small shared machine
+def test_sweep_and_compare_against_a_real_mlflow_server(tmp_path):
+    with mlflow_server(tmp_path) as uri:
         env = {"MLFLOW_TRACKING_URI": uri}
         work = tmp_path / "work"
         work.mkdir()
@@ -289,6 +413,7 @@ def test_sweep_and_compare_against_a_real_mlflow_server(tmp_path):
                        "--set", "train.steps=10", "--set", "train.eval_every=5", "--set", "data.n_test=200",
                        cwd=work, env=env)
         assert ran.returncode == 0, ran.stderr
+        assert f"in MLflow's UI: {uri}/#/experiments/" in ran.stdout and "?workflowType=machine_learning" in ran.stdout
         compared = reweight("compare", "synthetic_2d", "--format", "csv", "--plot", str(work / "plots"), cwd=work,
                             env=env)
         assert compared.returncode == 0, compared.stderr
@@ -298,13 +423,30 @@ def test_sweep_and_compare_against_a_real_mlflow_server(tmp_path):
         assert {p.name for p in (work / "plots").iterdir()} == {"curves.png", "weights.png", "detector.png"}
         assert not (work / "mlflow.db").exists()  # everything went to the server
         assert any((tmp_path / "art").rglob("weights.csv"))  # artifacts live in the server's store
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=20)
+
+
+def browser() -> str | None:
+    return next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)),
+                None)
+
+
+@pytest.mark.slow  # a server and a browser
+@pytest.mark.skipif(browser() is None, reason="no headless Chromium to load MLflow's UI with")
+def test_the_printed_link_opens_the_parent_run_in_mlflows_training_view(tmp_path):
+    """What a user sees: the page `reweight run` links to, rendered by MLflow's own UI, shows
+    the parent run by its name and its metrics, in the model-training view (its menu: runs,
+    models, the model registry), not the GenAI one (overview, observability, ...)."""
+    with mlflow_server(tmp_path) as uri:
+        ran = reweight("run", BENCHMARK, "--set", "seeds=2", "--set", "train.steps=10", "--set", "train.eval_every=5",
+                       cwd=tmp_path, env={"MLFLOW_TRACKING_URI": uri})
+        assert ran.returncode == 0, ran.stderr
+        link = ran.stdout.splitlines()[-1].removeprefix("in MLflow's UI: ")
+        assert link.startswith(f"{uri}/#/experiments/")
+        page = subprocess.run([browser(), "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=40000",
+                               "--dump-dom", link], capture_output=True, text=True, timeout=300).stdout
+    text = " ".join(re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)\b.*?</\1>", "", page, flags=re.S)).split())
+    assert "soseleto(lr=50.0) · 2 seeds" in text and "test_accuracy_mean" in text, text[:2000]  # the parent
+    assert "Model registry" in text and "Observability" not in text, text[:2000]  # the training view's menu
 
 
 def test_compare_keeps_two_configurations_of_one_strategy_apart(tracking_dir, capsys):

@@ -50,6 +50,25 @@ def test_cifar_python_reader_concatenates_batches(tmp_path):
         assert np.array_equal(x.numpy(), written[split][0]) and np.array_equal(y.numpy(), written[split][1])
 
 
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_cifar_batches_of_every_pickle_protocol_and_numpy_spelling_are_read(tmp_path, protocol):
+    """The restricted unpickler admits what a real batch holds: NumPy arrays, also under NumPy
+    1's module names (the published files), and bytes as protocol 2 writes them."""
+    import pickle
+
+    folder = tmp_path / "cifar-10-batches-py"
+    written = datafiles.write_cifar(folder)
+    x, y = written["test"]
+    batch = {b"batch_label": b"testing batch 1 of 1", b"data": x.reshape(len(y), -1), b"labels": y.tolist(),
+             b"filenames": [b"%d.png" % k for k in range(len(y))], b"count": np.int64(len(y))}
+    raw = pickle.dumps(batch, protocol=protocol)
+    if protocol == 2:  # names as a NumPy 1 pickle spells them
+        raw = raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    (folder / "test_batch").write_bytes(raw)
+    got_x, got_y = load_split("cifar10", "test", tmp_path)
+    assert np.array_equal(got_x.numpy(), x) and np.array_equal(got_y.numpy(), y)
+
+
 @pytest.mark.parametrize("shape", [(3, 32, 32), (28, 28)], ids=["rgb", "gray"])
 def test_parquet_reader_hugging_face_layout(tmp_path, shape):
     files = {"train": "plain_text/train-00000-of-00001.parquet", "test": "plain_text/test-00000-of-00001.parquet"}

@@ -145,3 +145,25 @@ def test_a_fingerprint_changes_with_what_the_plan_computes_and_only_with_that():
     assert expand(raw, ["loss=cross_entropy"]).fingerprint == "c18b45962b376747"
     assert expand(raw, ["loss.label_smoothing=0.1"]).fingerprint != "c18b45962b376747"
     assert expand(raw, ["train.lr=0.3"]).fingerprint != "c18b45962b376747"
+
+
+@pytest.mark.parametrize(("changes", "name"), [
+    ({}, "soseleto(lr=50.0) · 2 seeds"),
+    ({"seeds": [0], "strategy": "uniform"}, "uniform"),
+    ({"seeds": [3], "strategy": {"name": "meta_weight_net"}, "hypergrad": {"name": "unrolled", "steps": 2}},
+     "meta_weight_net · unrolled(steps=2)"),
+    ({"seeds": [0], "granularity": "per_group", "strategy": {"name": "soseleto", "lr": 50, "init": 0.5}},
+     "soseleto(lr=50.0) · per_group"),
+    ({"sweep": {"data.noise_rate": [0.2, 0.4]}}, "soseleto(lr=50.0) · sweep data.noise_rate (2 combinations × 2 seeds)"),
+    ({"sweep": {"strategy.lr": [10, 20, 30]}, "seeds": [0]}, "soseleto · sweep strategy.lr (3 combinations)"),
+    ({"sweep": {"strategy.name": ["soseleto", "uniform"], "data.noise_rate": [0.2, 0.4]}},
+     "sweep strategy.name × data.noise_rate (4 combinations × 2 seeds)"),
+    ({"sweep": {"strategy": ["uniform", {"name": "soseleto", "lr": 20}]}, "seeds": [1]}, "sweep strategy (2 combinations)"),
+], ids=["strategy-options-seeds", "defaults", "method", "granularity", "sweep-data", "sweep-options", "sweep-strategy",
+        "sweep-sections"])
+def test_parent_runs_are_named_by_what_tells_them_apart(changes, name):
+    """Options at their defaults (init: 0.5) are left out; the hypergradient method and the
+    granularity appear only away from their defaults."""
+    from reweight.experiment.runner import parent_name
+
+    assert parent_name(expand({**BASE, **changes})) == name

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +22,13 @@ import torch
 
 from reweight.core.errors import NumericalError, ReweightError
 
+try:
+    import fcntl
+except ImportError:  # no file locks on this platform
+    fcntl = None
+
 FORMAT = 1
+NO_LOCK = object()  # what acquire() holds where there are no file locks
 
 
 class CheckpointError(ReweightError):
@@ -102,32 +109,49 @@ def check_writable(folder: Path) -> None:
                               "set checkpoint.dir") from None
 
 
+def acquire(lock: Path, wait: float = 0.0) -> Any:
+    """The file ``lock``, open and exclusively locked by this process; None if another process
+    still holds it after ``wait`` seconds. Release it with :func:`release`. (Where the platform
+    has no ``fcntl``: no lock and no file, and a handle all the same.)"""
+    if fcntl is None:
+        return NO_LOCK
+    deadline = time.monotonic() + wait
+    while True:
+        handle = lock.open("a")
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    handle.close()
+                    return None
+                time.sleep(0.05)
+        try:  # the holder before us may have deleted the file we opened: then lock the new one
+            if os.path.samestat(os.fstat(handle.fileno()), os.stat(lock)):
+                return handle
+        except FileNotFoundError:
+            pass
+        handle.close()
+
+
+def release(lock: Path, handle: Any) -> None:
+    if handle is NO_LOCK:
+        return
+    lock.unlink(missing_ok=True)  # while still held, so no other process holds a deleted file
+    handle.close()
+
+
 @contextmanager
 def exclusive(lock: Path) -> Iterator[None]:
     """Hold an exclusive lock on the file ``lock`` for the block, so that two processes never
     train the same runs; fail at once if another process holds it. The file is deleted when the
-    block ends. (No lock where the platform has no ``fcntl``.)"""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    while True:
-        handle = lock.open("a")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise CheckpointError(f"another process is running these runs (it holds {lock}); "
-                                  "wait for it to end, or stop it first") from None
-        try:  # the holder before us may have deleted the file we opened: then lock the new one
-            if os.path.samestat(os.fstat(handle.fileno()), os.stat(lock)):
-                break
-        except FileNotFoundError:
-            pass
-        handle.close()
+    block ends."""
+    handle = acquire(lock)
+    if handle is None:
+        raise CheckpointError(f"another process is running these runs (it holds {lock}); "
+                              "wait for it to end, or stop it first")
     try:
         yield
     finally:
-        lock.unlink(missing_ok=True)  # while still held, so no other process holds a deleted file
-        handle.close()
+        release(lock, handle)

@@ -20,11 +20,11 @@ from reweight.core.errors import ConfigError, ContractError, NumericalError, Rew
 from reweight.core.plugins import describe, registry
 from reweight.experiment import checkpoint
 from reweight.experiment.child_run import SeedResult, blamed, child_name, run_seed
-from reweight.experiment.config import ExperimentConfig, flatten, resolved
+from reweight.experiment.config import DEFAULT_NAMES, ExperimentConfig, flatten, resolved
 from reweight.experiment.interrupts import Interrupted, stop_on_signal
 from reweight.experiment.schedule import scheduler
-from reweight.experiment.sweep import Combination, Plan
-from reweight.experiment.tracking import PLAN_FILE, PLAN_TAG, Tracker
+from reweight.experiment.sweep import Combination, Plan, label
+from reweight.experiment.tracking import PLAN_FILE, PLAN_TAG, Tracker, ui_link
 
 SUMMARY_METRICS = ("test_accuracy", "target_loss", "source_loss", "weight_noise_auc", "weight_harmful_auc",
                    "test_accuracy_at_best", "best_step")
@@ -110,6 +110,46 @@ def parent_params(plan: Plan) -> dict[str, str] | None:
     return shared
 
 
+MAX_RUN_NAME = 250  # what every MLflow store keeps of a run name
+
+
+def component_label(section: str, config: ExperimentConfig, options: dict[str, BaseModel]) -> str:
+    """``soseleto(lr=50.0)``: a component's name and the options it sets away from their defaults."""
+    chosen = options[section]
+    dumped = chosen.model_dump(mode="json")
+    changed = [f"{key}={label(dumped[key])}" for key, field in type(chosen).model_fields.items()
+               if field.is_required() or getattr(chosen, key) != field.get_default(call_default_factory=True)]
+    name = getattr(config, section).name
+    return f"{name}({', '.join(changed)})" if changed else name
+
+
+def parent_name(plan: Plan) -> str:
+    """The parent run's name: what tells it apart from the other runs of its experiment. Without
+    a sweep, the strategy with the options it sets, then the hypergradient method and the
+    granularity where they are not the defaults (``meta_weight_net · unrolled(steps=2)``); with
+    one, the swept paths (``sweep strategy.name × data.noise_rate (6 combinations × 3 seeds)``)
+    after the strategy when it is not swept. The seeds when there are several."""
+    first = plan.combinations[0]
+    seeds = f"{len(plan.seeds)} seeds" if len(plan.seeds) > 1 else ""
+    if plan.grid:
+        parts = []
+        if not any(path.split(".")[0] == "strategy" for path in plan.paths):  # the same in every combination
+            parts.append(component_label("strategy", first.config, first.options))
+        elif not any(path in ("strategy", "strategy.name") for path in plan.paths):  # only its options swept
+            parts.append(first.config.strategy.name)
+        runs = f"{len(plan.combinations)} combination{'s' * (len(plan.combinations) > 1)}"
+        parts.append(f"sweep {' × '.join(plan.paths)} ({runs}{' × ' + seeds if seeds else ''})")
+    else:
+        parts = [component_label("strategy", first.config, first.options)]
+        for section in ("hypergrad", "granularity"):
+            shown = component_label(section, first.config, first.options)
+            if shown != DEFAULT_NAMES[section]:
+                parts.append(shown)
+        parts += [seeds] if seeds else []
+    name = " · ".join(parts)
+    return name if len(name) <= MAX_RUN_NAME else name[:MAX_RUN_NAME - 3] + "..."
+
+
 def run(plan: Plan, console: Console, resume: bool | str = False, keep_engines: bool = False) -> list[SeedResult]:
     """Every combination of the plan for every seed: one parent run, one child run each.
 
@@ -146,7 +186,7 @@ def run(plan: Plan, console: Console, resume: bool | str = False, keep_engines: 
             stack.enter_context(checkpoint.exclusive(folder / f"{previous}.lock"))
         stop = stack.enter_context(stop_on_signal())
         stack.enter_context(progress)
-        parent_id = stack.enter_context(tracker.parent(plan.name, parent_config, parent_tags, parent_params(plan),
+        parent_id = stack.enter_context(tracker.parent(parent_name(plan), parent_config, parent_tags, parent_params(plan),
                                                        run_id=previous))
         if previous is None:
             stack.enter_context(checkpoint.exclusive(folder / f"{parent_id}.lock"))
@@ -199,6 +239,7 @@ def run(plan: Plan, console: Console, resume: bool | str = False, keep_engines: 
                               f"reweight resume {parent_id}") from None
     if plan.grid and results:
         print_comparison(plan, results, console, parent_id)
+    console.print(f"in MLflow's UI: {ui_link(tracker.experiment_id, parent_id)}", soft_wrap=True, markup=False)
     return results
 
 

@@ -2,7 +2,8 @@
 
 Params are the resolved config, flattened; the resolved config itself and the final weights
 are artifacts; metrics are logged by step. A sweep's parent run holds the config as given
-(with its ``sweep``), the params every combination shares, and the comparison plots. Without
+(with its ``sweep``), the params every combination shares, and the comparison plots. The
+experiment is tagged for MLflow 3's model-training view (``EXPERIMENT_KIND``). Without
 ``MLFLOW_TRACKING_URI`` the store is MLflow's embedded SQLite file ``mlflow.db`` in the
 working directory.
 """
@@ -22,12 +23,51 @@ import torch
 import yaml
 
 from reweight.core.errors import ReweightError
+from reweight.experiment import checkpoint
 from reweight.experiment.config import flatten
 from reweight.experiment.interrupts import Interrupted
 
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+STORE_LOCK_WAIT = 300.0  # seconds to wait for another process setting up the same SQLite store
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of an ``sqlite:///`` URI; None for any other store (or an in-memory one)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///").split("?")[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+@contextmanager
+def store_setup(uri: str) -> Iterator[None]:
+    """Around a first use of the store, which may create its tables or migrate their schema:
+    one process at a time per SQLite file (MLflow's own set-up fails when several runs start at
+    once on a new store), through the lock file ``<store>.lock`` beside it."""
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    lock = path.with_name(path.name + ".lock")
+    try:
+        handle = checkpoint.acquire(lock, wait=STORE_LOCK_WAIT)
+    except OSError as error:
+        if path.is_file():  # a store in a folder this process cannot write to: read it as it is
+            yield
+            return
+        raise ReweightError(f"cannot use the MLflow tracking store {uri}: cannot create its lock file {lock} "
+                            f"({error.strerror or error})") from None
+    if handle is None:
+        raise ReweightError(f"the MLflow tracking store {path} is still being set up by another process after "
+                            f"{STORE_LOCK_WAIT:g} s (it holds {lock}); try again when it is done")
+    try:
+        yield
+    finally:
+        checkpoint.release(lock, handle)
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
@@ -50,6 +90,27 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 WEIGHTS_FILE = "weights.csv"
 PLAN_FILE = "plan.yaml"  # on the parent run: the config as given, re-runnable by `reweight resume`
 PLAN_TAG = "reweight.plan"  # on the parent run: the plan's fingerprint, found by `--resume`
+
+
+# MLflow 3's UI (3.4, for one) opens an experiment that carries this tag in its model-training
+# view (runs, metrics, charts), where it would otherwise ask which kind the experiment is.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+# Later UIs (3.17, for one) choose the view by a switch of their own, GenAI unless changed; a
+# link carrying this query opens the training view there.
+TRAINING_VIEW = "workflowType=machine_learning"
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+
+
+def ui_link(experiment_id: str, run_id: str) -> str:
+    """Where to see a run in MLflow's UI, in its training view: the server's own page, or, for a
+    store on disk, the page `mlflow ui` serves for it."""
+    uri = tracking_uri()
+    page = f"/#/experiments/{experiment_id}/runs/{run_id}?{TRAINING_VIEW}"
+    if uri.startswith(("http://", "https://")):
+        return uri.rstrip("/") + page
+    return f"mlflow ui --backend-store-uri {uri}, then {LOCAL_UI}{page}"
 
 
 CHECKPOINT_TAG = "reweight.checkpoint"  # on a child run: where its checkpoint file is
@@ -84,7 +145,16 @@ def connect(need_store: bool = True) -> Any:
                                 "or set MLFLOW_TRACKING_URI")
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
-    return mlflow.MlflowClient()
+    with store_setup(uri):
+        try:
+            return mlflow.MlflowClient()
+        except Exception as error:  # noqa: BLE001 - any backend failure is the same problem to a user
+            raise ReweightError(f"cannot use the MLflow tracking store {uri}: {first_line(error)}") from None
+
+
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def store_call(function, *args, **kwargs):
@@ -94,8 +164,7 @@ def store_call(function, *args, **kwargs):
     except ReweightError:
         raise
     except Exception as error:  # noqa: BLE001
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ReweightError(f"cannot read the MLflow tracking store: {first}") from None
+        raise ReweightError(f"cannot read the MLflow tracking store: {first_line(error)}") from None
 
 
 def resumable(run_id: str) -> tuple[dict[str, Any], str]:
@@ -148,10 +217,17 @@ class Tracker:
     def __init__(self, experiment: str) -> None:
         self.mlflow = import_mlflow()
         self.client = connect(need_store=False)
+        uri = tracking_uri()
         try:
-            self.experiment_id = self.mlflow.set_experiment(experiment).experiment_id
+            with store_setup(uri):  # several runs starting at once must not all create the experiment
+                found = self.mlflow.set_experiment(experiment)
+                if EXPERIMENT_KIND_TAG not in found.tags:  # a kind chosen in the UI stays
+                    self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+            self.experiment_id = found.experiment_id
+        except ReweightError:
+            raise
         except Exception as error:  # noqa: BLE001 - any backend failure is the same problem to a user
-            raise ReweightError(f"cannot use the MLflow tracking store {tracking_uri()}: {error}") from None
+            raise ReweightError(f"cannot use the MLflow tracking store {uri}: {error}") from None
 
     @contextmanager
     def run(self, name: str, config: dict[str, Any], tags: dict[str, Any], nested: bool = False,

@@ -16,7 +16,10 @@ Formats:
 - IDX (MNIST, Fashion-MNIST): ``*-idx3-ubyte`` / ``*-idx1-ubyte``, gzip-compressed or not.
 - SVHN: ``train_32x32.mat`` / ``test_32x32.mat`` (MATLAB v5; ``X`` is 32×32×3×N, ``y`` uses 10
   for the digit 0, mapped here to 0).
-- CIFAR-10 python batches: pickled dicts with ``data`` (N×3072 uint8) and ``labels``.
+- CIFAR-10 python batches: pickled dicts with ``data`` (N×3072 uint8) and ``labels``. They are
+  read by a restricted unpickler that admits only what a batch holds (dicts, lists, bytes,
+  strings, numbers and NumPy arrays), so a crafted file in the data root cannot run code: a
+  pickle's checksum is known only once it is read, too late to refuse it by that.
 - Parquet images in the Hugging Face layout: an image column of structs ``{bytes, path}``
   (PNG/JPEG bytes) and an integer label column. Decoded once, at load time.
 """
@@ -119,6 +122,43 @@ def read_svhn_mat(path: Path, hint: str, checksums: Checksums | None = None) -> 
     return _pair(x.transpose(3, 2, 0, 1), y, path, hint)
 
 
+class Refused(pickle.UnpicklingError):
+    """A pickle asked for something a CIFAR batch never holds."""
+
+    def __init__(self, module: str, name: str) -> None:
+        super().__init__(f"{module}.{name}")
+        self.what = f"{module}.{name}"
+
+
+def _numpy_globals() -> dict[tuple[str, str], object]:
+    """The only globals a CIFAR batch's pickle names: NumPy's reconstruction of an array or a
+    scalar, in NumPy 1's spelling (the published files) and NumPy 2's, and the decoding of
+    bytes (pickles of protocol 2 written by Python 3). Taken from NumPy itself, not imported by
+    the names a file gives."""
+    import codecs
+
+    array = np.zeros(1, np.uint8)
+    found: dict[tuple[str, str], object] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+                                             ("_codecs", "encode"): codecs.encode}
+    for core in ("numpy.core", "numpy._core"):
+        found[f"{core}.multiarray", "_reconstruct"] = array.__reduce__()[0]
+        found[f"{core}.multiarray", "scalar"] = np.uint8(0).__reduce__()[0]
+        found[f"{core}.numeric", "_frombuffer"] = array.__reduce_ex__(5)[0]
+    return found
+
+
+class BatchUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, bytes, strings, numbers and NumPy arrays, and nothing else."""
+
+    admitted = _numpy_globals()
+
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return self.admitted[module, name]
+        except KeyError:
+            raise Refused(module, name) from None
+
+
 def read_cifar_batches(paths: list[Path], hint: str,
                        checksums: Checksums | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = [], []
@@ -127,9 +167,12 @@ def read_cifar_batches(paths: list[Path], hint: str,
             raise DataError(f"{path}: missing; {hint}")
         try:
             raw = path.read_bytes()
-            batch = pickle.loads(raw, encoding="bytes")
+            batch = BatchUnpickler(io.BytesIO(raw), encoding="bytes").load()
             data = np.asarray(batch[b"data"], dtype=np.uint8)
             labels = np.asarray(batch.get(b"labels", batch.get(b"fine_labels")), dtype=np.int64)
+        except Refused as refused:
+            raise _bad(path, f"refused: the pickle asks for {refused.what}, but a CIFAR python batch holds only dicts, "
+                       "lists, bytes, strings, numbers and NumPy arrays", hint) from None
         except Exception as error:  # noqa: BLE001
             raise _bad(path, f"not a readable CIFAR python batch ({type(error).__name__}: {error})", hint) from None
         if data.ndim != 2 or data.shape[1] != 3072:
