@@ -12,7 +12,7 @@ from reweight.core.errors import ConfigError, DataError, ReweightError
 from reweight.core.granularity import Granularity
 from reweight.core.hypergrad import Hypergradient, HypergradientProblem, HypergradientResult, WeightGradient
 from reweight.core.models import BilevelNet, buffers_preserved
-from reweight.core.plugins import NoOptions, hookimpl, register
+from reweight.core.plugins import NoOptions, hookimpl, register, registry
 from reweight.core.strategy import Strategy
 
 __version__ = "0.1.0"
@@ -73,6 +73,7 @@ __all__ = [
     "buffers_preserved",
     "hookimpl",
     "register",
+    "registry",
     "run",
     "__version__",
 ]

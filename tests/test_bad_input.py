@@ -514,6 +514,15 @@ def strategy_plugin(name: str, cls: type[Strategy]) -> types.SimpleNamespace:
     return types.SimpleNamespace(register_strategies=register_strategies)
 
 
+def run_with_plugin(extra_entry_points, tracking_dir, plugin: str, attribute: str, raw: dict) -> int:
+    """``reweight run`` of ``raw`` with this module's ``attribute`` installed as the plugin ``plugin``."""
+    added, _ = extra_entry_points
+    added.append(importlib.metadata.EntryPoint(name=plugin, value=f"tests.test_bad_input:{attribute}", group="reweight"))
+    path = tracking_dir / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return cli.main(["run", str(path)])
+
+
 CONTRACT_CASES = {
     "weights-of-shape-b-by-1": (ColumnWeights, "update() must return a floating tensor of shape (8,), one weight per "
                                 "example of the batch, on cpu; got a torch.float32 tensor of shape (8, 1) on cpu"),
@@ -543,13 +552,9 @@ CONTRACT_CASES = {
 def test_a_strategy_that_breaks_its_contract_is_one_line_before_training(case, extra_entry_points, tracking_dir,
                                                                           capsys):
     cls, rule = CONTRACT_CASES[case]
-    added, _ = extra_entry_points
     globals()["PLUGIN_UNDER_TEST"] = strategy_plugin("broken", cls)
-    added.append(importlib.metadata.EntryPoint(name="broken_plugin", value="tests.test_bad_input:PLUGIN_UNDER_TEST",
-                                               group="reweight"))
-    path = tracking_dir / "config.yaml"
-    path.write_text(yaml.safe_dump(config(SYNTHETIC, strategy="broken", **{"train.steps": 50})))
-    code = cli.main(["run", str(path)])
+    code = run_with_plugin(extra_entry_points, tracking_dir, "broken_plugin", "PLUGIN_UNDER_TEST",
+                           config(SYNTHETIC, strategy="broken", **{"train.steps": 50}))
     out, err = capsys.readouterr()
     lines = err.splitlines()
     assert code == 2 and len(lines) == 1, err
@@ -559,14 +564,11 @@ def test_a_strategy_that_breaks_its_contract_is_one_line_before_training(case, e
 
 
 def test_plugin_options_that_do_not_forbid_unknown_fields_are_made_to(extra_entry_points, tracking_dir, capsys):
-    added, _ = extra_entry_points
     globals()["PLUGIN_UNDER_TEST"] = strategy_plugin("lax", Lax)
-    added.append(importlib.metadata.EntryPoint(name="lax_plugin", value="tests.test_bad_input:PLUGIN_UNDER_TEST",
-                                               group="reweight"))
-    path = tracking_dir / "config.yaml"
-    path.write_text(yaml.safe_dump(config(SYNTHETIC, strategy={"name": "lax", "sped": 2})))
-    assert cli.main(["run", str(path)]) == 2
+    raw = config(SYNTHETIC, strategy={"name": "lax", "sped": 2})
+    assert run_with_plugin(extra_entry_points, tracking_dir, "lax_plugin", "PLUGIN_UNDER_TEST", raw) == 2
     assert capsys.readouterr().err.strip() == "error: strategy.sped: unknown field"
+    path = tracking_dir / "config.yaml"
     path.write_text(yaml.safe_dump(config(SYNTHETIC, strategy={"name": "lax", "speed": 2})))
     assert cli.main(["run", str(path)]) == 0, capsys.readouterr().err
 
@@ -584,12 +586,8 @@ MISNAMED_HOOKS = types.SimpleNamespace(register_strategy=register_strategy, regi
 
 
 def test_hooks_that_would_never_be_called_are_reported(extra_entry_points, tracking_dir, capsys):
-    added, _ = extra_entry_points
-    added.append(importlib.metadata.EntryPoint(name="misnamed", value="tests.test_bad_input:MISNAMED_HOOKS",
-                                               group="reweight"))
-    path = tracking_dir / "config.yaml"
-    path.write_text(yaml.safe_dump(config(SYNTHETIC, strategy="never")))
-    assert cli.main(["run", str(path)]) == 2
+    raw = config(SYNTHETIC, strategy="never")
+    assert run_with_plugin(extra_entry_points, tracking_dir, "misnamed", "MISNAMED_HOOKS", raw) == 2
     assert capsys.readouterr().err.splitlines() == [
         "warning: plugin 'misnamed': register_strategy is not a reweight hook, so it is never called "
         "(did you mean register_strategies?)",
@@ -617,12 +615,8 @@ BROKEN_METHOD = types.SimpleNamespace(register_hypergradients=register_hypergrad
 
 
 def test_a_hypergradient_method_that_breaks_its_contract_is_named(extra_entry_points, tracking_dir, capsys):
-    added, _ = extra_entry_points
-    added.append(importlib.metadata.EntryPoint(name="method_plugin", value="tests.test_bad_input:BROKEN_METHOD",
-                                               group="reweight"))
-    path = tracking_dir / "config.yaml"
-    path.write_text(yaml.safe_dump(config(SYNTHETIC, hypergrad="columns")))
-    assert cli.main(["run", str(path)]) == 2
+    raw = config(SYNTHETIC, hypergrad="columns")
+    assert run_with_plugin(extra_entry_points, tracking_dir, "method_plugin", "BROKEN_METHOD", raw) == 2
     assert capsys.readouterr().err.strip() == (
         "error: hypergradient 'columns' (plugin 'method_plugin'): gradients[0].grad must be dL_t/dw of each example "
         "of its batch, shape (8,); got a torch.float32 tensor of shape (8, 1) on cpu")
