@@ -25,6 +25,10 @@ for _module in (errors, hypergrad, models):
 
 
 
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
 def __getattr__(name: str):
     """The layers above the core, imported when first used (the experiment layer loads MLflow)."""
     if name in ("run", "Result", "RunResult"):

@@ -61,3 +61,15 @@ def make_problem(model: BilevelNet, data: BilevelData, weights: torch.Tensor | N
     source, target = sampler.next(), data.target.all()
     weight_fn = (lambda batch, losses: None) if weights is None else (lambda batch, losses: weights[batch.index])
     return HypergradientProblem(model, source, target, model.target_loss(target), optimizer, weight_fn, sampler.peek)
+
+
+@pytest.fixture(autouse=True)
+def no_runtime_components_left():
+    """Components registered from Python live as long as the process: each test starts without
+    those an earlier test registered."""
+    yield
+    from reweight.core import plugins
+
+    if plugins._runtime:
+        plugins._runtime.clear()
+        plugins.registry.cache_clear()

@@ -57,9 +57,12 @@ def engine(selection: dict, steps: int = 40):
 def test_the_best_evaluation_is_the_one_with_the_highest_val_accuracy():
     _, straight = engine({"per_class": 3})
     assert len(straight.data.target) == 14 and len(straight.data.validation) == 6
+    held = {tuple(row) for row in straight.data.validation.x.tolist()}
+    trained = straight.target_sampler.split  # what the target loss (and so the weights) ever sees
+    assert len(trained) == 14 and not held & {tuple(row) for row in trained.x.tolist()}
     history = []
     straight.fit(40, eval_every=5, on_eval=lambda step, metrics: history.append((step, dict(metrics))))
-    best_step, best = max(history, key=lambda item: (item[1]["val_accuracy"], -item[0]))
+    best_step, best = max(history, key=lambda item: (item[1]["val_accuracy"], -item[1]["val_loss"], -item[0]))
     last = history[-1][1]
     assert last["best_step"] == best_step and last["test_accuracy_at_best"] == best["test_accuracy"]
     assert last["val_accuracy_at_best"] == best["val_accuracy"]
@@ -120,3 +123,26 @@ def test_the_python_result_holds_the_best_model(tracking_dir):
     with torch.no_grad():
         accuracy = (best(x[240:]).argmax(1) == y[240:]).float().mean().item()
     assert accuracy == pytest.approx(result.metrics["test_accuracy_at_best"])  # measured at the best step
+
+
+def test_selection_needs_class_labels(tracking_dir):
+    import reweight
+
+    x = torch.randn(40, 2)
+    multi_hot = (torch.rand(40, 3) > 0.5).float()
+    data = reweight.BilevelData(Split(x[:30], multi_hot[:30]), Split(x[30:], multi_hot[30:]),
+                                Split(x[30:], multi_hot[30:]), 3, 3)
+    with pytest.raises(ConfigError, match=r"^selection: model selection picks the step of the best validation "
+                                          r"accuracy, so it needs class labels \(1-d int64\); this data set's target "
+                                          r"labels are torch.float32 of shape \(10, 3\)$"):
+        reweight.run({"name": "t", "selection": {"fraction": 0.2}, "train": {"source_batch_size": 8}}, data=data)
+
+
+def test_a_run_stopped_by_patience_is_not_trained_further_on_resume(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "run.pt"
+    _, first = engine({"fraction": 0.3, "patience": 2}, steps=400)
+    first.fit(400, eval_every=5, patience=2)
+    checkpoint.save(path, {"engine": first.state_dict()})
+    _, again = engine({"fraction": 0.3, "patience": 2}, steps=400)
+    again.load_state_dict(checkpoint.load(path)["engine"])
+    assert again.fit(400, eval_every=5, patience=2) == {} and again.step_count == first.step_count

@@ -25,6 +25,8 @@ from reweight import Strategy, hookimpl
 class LearningToReweight(Strategy):
     """Per-batch weights from the clipped, normalised negative hypergradient."""
 
+    weights_need_losses = False
+
     def weights(self, batch, losses):
         return None  # nothing in force outside an update
 

@@ -185,7 +185,8 @@ class BatchSampler:
         self.generator = torch.Generator().manual_seed(seed)
         self._order = torch.empty(0, dtype=torch.long)
         self._cursor = 0
-        self._whole = split.all() if self.full else None
+        # a copy: the batch goes to the model, which may change its input in place
+        self._whole = split.gather(torch.arange(len(split), device=split.y.device)) if self.full else None
 
     def peek(self, n: int) -> list[Batch]:
         """The next ``n`` batches, without consuming them (for multi-step look-aheads)."""

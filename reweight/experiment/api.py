@@ -101,9 +101,10 @@ def raw_config(config: dict | str | Path | ExperimentConfig) -> dict[str, Any]:
     raise ConfigError(f"the config must be a dict, a YAML path or an ExperimentConfig, got {type(config).__name__}")
 
 
-def model_factory(model: nn.Module):
+def model_factory(model: nn.Module, wrapped: list[WrappedNet]):
     """Builds the bilevel network for each seed: the first seed trains your module itself, the
-    others copies of its initial state."""
+    others copies of its initial state. Every module split is listed in ``wrapped``, so that
+    its head goes back in place even when the run fails."""
     initial = copy.deepcopy(model)
     handed = []
 
@@ -114,6 +115,7 @@ def model_factory(model: nn.Module):
             net = module
         else:
             net = bilevel(module, options.head, options.target, data.target_classes)
+            wrapped.append(net)
         check_features(net.to(data.source.x.device), data.source.x)
         return net
 
@@ -130,6 +132,7 @@ def run(config: dict | str | Path | ExperimentConfig, *, data: BilevelData | Non
     ``--set`` strings. ``resume``: as ``reweight run --resume`` (True) or a parent run id.
     """
     raw = raw_config(config)
+    wrapped: list[WrappedNet] = []
     if data is not None:
         if not isinstance(data, BilevelData):
             raise ConfigError(f"data must be a BilevelData (e.g. BilevelData.from_tensors(...)), got "
@@ -140,11 +143,16 @@ def run(config: dict | str | Path | ExperimentConfig, *, data: BilevelData | Non
         if not isinstance(model, nn.Module):
             raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         section = raw.get("model") if isinstance(raw.get("model"), dict) else {}
-        register("model", PYTHON_MODEL, model_factory(model), options=PythonModelOptions)
-        raw["model"] = {"name": PYTHON_MODEL, **{k: v for k, v in section.items() if k in ("head", "target")}}
-    plan = sweep.expand(raw, list(overrides))
-    results = runner.run(plan, console or Console(), resume=resume, keep_engines=True)
-    return Result(results[0].parent_id if results else "", [run_result(result) for result in results])
+        register("model", PYTHON_MODEL, model_factory(model, wrapped), options=PythonModelOptions)
+        # every option but the plugin name goes to PythonModelOptions, which refuses unknown ones
+        raw["model"] = {**{k: v for k, v in section.items() if k not in ("name", "method")}, "name": PYTHON_MODEL}
+    try:
+        plan = sweep.expand(raw, list(overrides))
+        results = runner.run(plan, console or Console(), resume=resume, keep_engines=True)
+        return Result(results[0].parent_id if results else "", [run_result(result) for result in results])
+    finally:
+        for net in wrapped:  # the user's modules as they gave them (trained), even after an error
+            net.unwrap()
 
 
 def run_result(result: SeedResult) -> RunResult:

@@ -59,6 +59,10 @@ def build_engine(config: ExperimentConfig, options: dict[str, BaseModel], seed: 
             f"source set ({len(data.source)} examples)"
         )
     if config.selection.enabled:  # drawn from the target set before anything sees it
+        if data.target.y.dtype != torch.long or data.target.y.dim() != 1:
+            raise ConfigError("selection: model selection picks the step of the best validation accuracy, so it needs "
+                              f"class labels (1-d int64); this data set's target labels are {data.target.y.dtype} "
+                              f"of shape {tuple(data.target.y.shape)}")
         data = data.hold_out(seed + 7_919, config.selection.fraction, config.selection.per_class)
     data = data.to(device)
     model = plugins.get("model", config.model.name).factory(options["model"], data).to(device)
@@ -145,6 +149,12 @@ def parent_name(plan: Plan) -> str:
             shown = component_label(section, first.config, first.options)
             if shown != DEFAULT_NAMES[section]:
                 parts.append(shown)
+        if "loss" in first.options and component_label("loss", first.config, first.options) != "cross_entropy":
+            parts.append(component_label("loss", first.config, first.options))
+        train = first.config.train
+        parts += sorted({train.optimizer.name, train.target_optimizer.name} - {"sgd"})
+        if first.config.selection.enabled:
+            parts.append("selected on validation")
         parts += [seeds] if seeds else []
     name = " · ".join(parts)
     return name if len(name) <= MAX_RUN_NAME else name[:MAX_RUN_NAME - 3] + "..."
