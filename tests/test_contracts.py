@@ -59,17 +59,17 @@ def test_a_lazily_made_state_is_not_an_error_before_it_exists():
     strategy = Lazy()
     watch = HiddenStateWatch(strategy)  # state_dict() raises now: nothing to watch yet, no crash
     strategy.alpha = torch.zeros(3)
-    watch.check()
+    watch.check(strategy.state_dict())
 
 
 def test_a_change_in_the_last_of_several_modules_is_caught_and_a_nan_constant_is_not():
     strategy = Forgetful()
-    HiddenStateWatch(strategy).check()  # nothing changed (the NaN sentinel included)
+    HiddenStateWatch(strategy).check(strategy.state_dict())  # nothing changed (the NaN sentinel included)
     watch = HiddenStateWatch(strategy)
     with torch.no_grad():
         strategy.net[2].weight.add_(1.0)
     try:
-        watch.check()
+        watch.check(strategy.state_dict())
     except Exception as error:  # noqa: BLE001
         assert "net.2.weight" in str(error)
     else:

@@ -135,6 +135,15 @@ def same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
     return bool(torch.equal(a, b))
 
 
+def state_if_any(strategy: Any) -> Any:
+    """``strategy.state_dict()``, or None while it cannot be taken (a state the first update
+    makes); a state that is never taken is reported after the first step, by ``strategy_state``."""
+    try:
+        return strategy.state_dict()
+    except Exception:  # noqa: BLE001 - any plugin bug, reported later
+        return None
+
+
 def strategy_state(strategy: Any) -> Any:
     """``strategy.state_dict()``, with a plugin's exception reported as a broken rule."""
     try:
@@ -154,18 +163,16 @@ class HiddenStateWatch:
         self.strategy = strategy
         self.before: dict[str, torch.Tensor] = {}
         self.owned_keys: list[str] = []
-        try:
-            if strategy.state_dict():
-                return  # the strategy checkpoints something: nothing to watch
-        except Exception:  # noqa: BLE001 - a state that does not exist yet; reported after the step
-            return
+        if state_if_any(strategy) != {}:
+            return  # the strategy checkpoints something (or cannot say yet): nothing to watch
         skip = {id(strategy.granularity), id(getattr(strategy, "options", None))}
         owned = {key: value for key, value in vars(strategy).items() if id(value) not in skip}
         self.before = {path: tensor.detach().clone() for path, tensor in tensors_of(owned).items()}
         self.owned_keys = list(owned)
 
-    def check(self) -> None:
-        if not self.before or strategy_state(self.strategy):
+    def check(self, state: Any) -> None:
+        """``state``: the strategy's ``state_dict()`` after the first step."""
+        if not self.before or state:
             return
         owned = {key: vars(self.strategy)[key] for key in self.owned_keys if key in vars(self.strategy)}
         after = tensors_of(owned)

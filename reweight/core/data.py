@@ -16,6 +16,12 @@ import torch
 from reweight.core.errors import DataError
 
 
+def class_labels(y: torch.Tensor) -> bool:
+    """Whether labels are class indices (1-d int64), which accuracy and selection need; a loss of
+    one's own may take other targets (multi-label, regression)."""
+    return y.dim() == 1 and y.dtype == torch.long
+
+
 @dataclass
 class Batch:
     """A slice of a data set: inputs, labels, and the examples' indices in that set."""
@@ -147,7 +153,7 @@ class BilevelData:
             x, y, *meta = part
             if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
                 raise DataError(f"{name}: x and y must be tensors, got {type(x).__name__} and {type(y).__name__}")
-            if y.dtype != torch.long or y.dim() != 1:
+            if not class_labels(y):
                 raise DataError(f"{name}: labels must be a 1-d int64 tensor of class indices, got {y.dtype} of "
                                 f"shape {tuple(y.shape)} (use y.long())")
             try:

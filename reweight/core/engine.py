@@ -30,6 +30,7 @@ from reweight.core.contracts import (
     check_checkpointable,
     check_hypergradient,
     check_weights,
+    state_if_any,
     strategy_state,
 )
 from reweight.core.data import BatchSampler, BilevelData
@@ -120,10 +121,7 @@ class Engine(Evaluation, EngineState):
         self._weights: torch.Tensor | None = None  # source_weights() at the current state, once computed
         self._checked = False  # the first step's contract checks (values, hidden state) have run
         self.best = BestState() if data.validation is not None else None  # model selection, if any
-        try:  # before training; a state made by the first update is checked after that step
-            initial_state = strategy.state_dict()
-        except Exception:  # noqa: BLE001
-            initial_state = None
+        initial_state = state_if_any(strategy)  # before training; one made by the first update: after it
         if initial_state is not None:
             check_checkpointable(initial_state, "state_dict()")
 
@@ -186,8 +184,9 @@ class Engine(Evaluation, EngineState):
         self.first_bad_step = torch.where(healthy, self.first_bad_step, self.step_count)
         self.step_count += 1
         if watch is not None:
-            watch.check()
-            check_checkpointable(strategy_state(strategy), "state_dict()")
+            state = strategy_state(strategy)
+            watch.check(state)
+            check_checkpointable(state, "state_dict()")
             self._checked = True
         return source_loss.detach(), target_loss.detach()
 

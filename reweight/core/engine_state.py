@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from reweight.core.contracts import strategy_state
+
 
 class EngineState:
     """The ``Engine``'s ``state_dict`` and ``load_state_dict``, over its model, optimizers,
@@ -27,7 +29,7 @@ class EngineState:
             "target_optimizer": self.target_optimizer.state_dict(),
             "optimizer_kinds": self.optimizer_kinds(),
             "schedulers": [scheduler.state_dict() for scheduler in self.schedulers],
-            "strategy": self.strategy.state_dict(),
+            "strategy": strategy_state(self.strategy),
             "source_sampler": self.source_sampler.state_dict(),
             "target_sampler": self.target_sampler.state_dict(),
             "last_weights": self.last_weights,

@@ -8,6 +8,7 @@ import math
 import torch
 
 from reweight.core.contracts import check_weights
+from reweight.core.data import class_labels
 from reweight.core.errors import NumericalError
 from reweight.core.metrics import accuracy, slot_summary, weight_summary
 
@@ -53,13 +54,13 @@ class Evaluation:
         model.eval()
         target = data.target.all()
         metrics = {}
-        if target.y.dim() == 1 and target.y.dtype == torch.long:  # class labels; other targets (multi-label, for a loss of their own) have no accuracy
+        if class_labels(target.y):  # other targets (multi-label, for a loss of one's own) have no accuracy
             metrics["test_accuracy"] = accuracy(model.predict_target(data.test.x), data.test.y)
             metrics["target_accuracy"] = accuracy(model.predict_target(target.x), target.y)
         metrics["target_loss"] = model.target_loss(target).item()
         if data.validation is not None:
             held = data.validation.all()
-            if held.y.dim() == 1 and held.y.dtype == torch.long:
+            if class_labels(held.y):
                 metrics["val_accuracy"] = accuracy(model.predict_target(held.x), held.y)
             metrics["val_loss"] = model.target_loss(held).item()
         weights = self.source_weights()

@@ -174,8 +174,19 @@ def hook_problems(manager: pluggy.PluginManager, name: str) -> list[str]:
     return found
 
 
+def options_of(kind: str, name: str, factory: Any, options: type[BaseModel] | None) -> type[BaseModel]:
+    """A component's options model, checked: given, else the factory's ``Options``, else
+    ``NoOptions``; the name a non-empty string. For the hooks' ``register`` and for ``register``."""
+    options = options or getattr(factory, "Options", NoOptions)
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"a {kind} name must be a non-empty string, got {name!r}")
+    if not (isinstance(options, type) and issubclass(options, BaseModel)):
+        raise TypeError(f"{kind} {name!r}: options must be a pydantic model class, got {options!r}")
+    return options
+
+
 RUNTIME = "python"  # the plugin name of components registered from Python with ``register``
-_runtime: dict[tuple[str, str], tuple[Any, type[BaseModel] | None]] = {}
+_runtime: dict[tuple[str, str], tuple[Any, type[BaseModel]]] = {}
 
 
 def register(kind: str, name: str, factory: Any, options: type[BaseModel] | None = None) -> None:
@@ -184,20 +195,14 @@ def register(kind: str, name: str, factory: Any, options: type[BaseModel] | None
     name in configs like any installed plugin's, and replaces an installed one of that name."""
     if kind not in HOOK_OF_KIND:
         raise ValueError(f"unknown component kind {kind!r} (kinds: {', '.join(HOOK_OF_KIND)})")
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"a {kind} name must be a non-empty string, got {name!r}")
-    options = options or getattr(factory, "Options", NoOptions)
-    if not (isinstance(options, type) and issubclass(options, BaseModel)):
-        raise TypeError(f"{kind} {name!r}: options must be a pydantic model class, got {options!r}")
-    _runtime[kind, name] = (factory, options)
+    _runtime[kind, name] = (factory, options_of(kind, name, factory, options))
     if registry.cache_info().currsize:  # already built: add it there too
         add_runtime(registry(), kind, name)
 
 
 def add_runtime(found: Registry, kind: str, name: str) -> None:
     factory, options = _runtime[kind, name]
-    found.components[kind, name] = Component(kind, name, factory, options, RUNTIME,
-                                             "python", "runtime")
+    found.components[kind, name] = Component(kind, name, factory, options, RUNTIME, "python", "runtime")
 
 
 def validate_options(options: type[BaseModel], raw: Any) -> BaseModel:
@@ -227,11 +232,7 @@ def registry() -> Registry:
             def register(name: str, factory: Any, options: type[BaseModel] | None = None,
                          _kind: str = kind, _plugin: str = impl.plugin_name,
                          _package: str = package, _version: str = version) -> None:
-                options = options or getattr(factory, "Options", NoOptions)
-                if not isinstance(name, str) or not name:
-                    raise TypeError(f"a {_kind} name must be a non-empty string, got {name!r}")
-                if not (isinstance(options, type) and issubclass(options, BaseModel)):
-                    raise TypeError(f"{_kind} {name!r}: options must be a pydantic model class, got {options!r}")
+                options = options_of(_kind, name, factory, options)
                 earlier = found.components.get((_kind, name))
                 if earlier is not None:
                     found.problems.append(f"{_kind} {name!r} from plugin {_plugin!r} replaces the one from {earlier.plugin!r}")

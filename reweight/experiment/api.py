@@ -168,6 +168,6 @@ def run_result(result: SeedResult) -> RunResult:
     if engine is not None and engine.best is not None and engine.best.model is not None:
         best = engine.best.best_model(net)  # a copy, taken before the trained module gets its head back
         best = best.unwrap() if isinstance(best, WrappedNet) else best
-    model = net.unwrap() if isinstance(net, WrappedNet) else net
+    model = net.module if isinstance(net, WrappedNet) else net  # its head goes back in place at the end of run()
     name = result.combination.name if result.combination and result.combination.labels else ""
     return RunResult(result.seed, result.run_id, result.metrics, result.history, weights, model, name, best)

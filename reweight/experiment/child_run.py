@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from rich.progress import Progress
 
-from reweight.core.contracts import check_checkpointable, strategy_state
+from reweight.core.contracts import check_checkpointable
 from reweight.core.engine import Engine
 from reweight.core.errors import ContractError, NumericalError
 from reweight.core.plugins import describe, registry
@@ -141,8 +141,9 @@ def run_seed(tracker: Tracker, plan: Plan, combination: Combination, seed: int, 
 
         def save() -> None:
             engine.check_finite()
-            check_checkpointable(strategy_state(engine.strategy), "state_dict()")  # never write what cannot resume
-            checkpoint.save(path, {"run_id": run_id, "parent_run_id": parent_id, "engine": engine.state_dict(),
+            state = engine.state_dict()
+            check_checkpointable(state["strategy"], "state_dict()")  # never write what cannot resume
+            checkpoint.save(path, {"run_id": run_id, "parent_run_id": parent_id, "engine": state,
                                    "device": engine.last_weights.device.type, "history": history,
                                    "metrics": dict(latest)})
             kept[:] = [engine.step_count]

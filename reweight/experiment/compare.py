@@ -6,8 +6,9 @@ config field, ``data.noise_rate``); ``noise`` is short for ``data.noise_rate``, 
 last part of a param (``noise_rate``) names it too. Without ``--by``: the strategy, every
 swept path of the runs, and every other config field they differ in, so that only runs that
 differ in nothing but the seed share a cell; an explicit ``--by`` that pools different
-configurations is obeyed, with a note naming the fields it pooled. Each cell shows the mean ± sample std of the final metric over its
-runs, and how many runs it holds (repeated runs of one config all count).
+configurations is obeyed, with a note naming the fields it pooled. Each cell shows the mean ±
+sample std of the final metric over its runs, and how many runs it holds (repeated runs of one
+config all count).
 """
 
 from __future__ import annotations
@@ -111,8 +112,10 @@ def pooled_fields(runs: pd.DataFrame, cells: pd.DataFrame) -> dict[str, list[str
     config = config.where(config.isna(), config.astype(str))
     config.columns = fields
     pooled: dict[str, set[str]] = {}
-    groups = [index for _, index in cells.groupby(list(cells.columns), sort=False, dropna=False).indices.items()
-              ] if len(cells.columns) else [range(len(runs))]
+    if len(cells.columns):
+        groups = list(cells.groupby(list(cells.columns), sort=False, dropna=False).indices.values())
+    else:
+        groups = [range(len(runs))]
     for positions in groups:
         cell = config.iloc[positions]
         for field in cell.columns[cell.nunique(dropna=True) > 1]:

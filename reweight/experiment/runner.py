@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from reweight.core.data import class_labels
 from reweight.core.engine import Engine, TrainSettings
 from reweight.core.errors import ConfigError, ContractError, NumericalError, ReweightError
 from reweight.core.plugins import describe, registry
@@ -59,7 +60,7 @@ def build_engine(config: ExperimentConfig, options: dict[str, BaseModel], seed: 
             f"source set ({len(data.source)} examples)"
         )
     if config.selection.enabled:  # drawn from the target set before anything sees it
-        if data.target.y.dtype != torch.long or data.target.y.dim() != 1:
+        if not class_labels(data.target.y):
             raise ConfigError("selection: model selection picks the step of the best validation accuracy, so it needs "
                               f"class labels (1-d int64); this data set's target labels are {data.target.y.dtype} "
                               f"of shape {tuple(data.target.y.shape)}")
@@ -145,12 +146,10 @@ def parent_name(plan: Plan) -> str:
         parts.append(f"sweep {' × '.join(plan.paths)} ({runs}{' × ' + seeds if seeds else ''})")
     else:
         parts = [component_label("strategy", first.config, first.options)]
-        for section in ("hypergrad", "granularity"):
+        for section in ("hypergrad", "granularity", "loss"):
             shown = component_label(section, first.config, first.options)
             if shown != DEFAULT_NAMES[section]:
                 parts.append(shown)
-        if "loss" in first.options and component_label("loss", first.config, first.options) != "cross_entropy":
-            parts.append(component_label("loss", first.config, first.options))
         train = first.config.train
         parts += sorted({train.optimizer.name, train.target_optimizer.name} - {"sgd"})
         if first.config.selection.enabled:

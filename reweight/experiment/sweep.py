@@ -43,12 +43,15 @@ from reweight.experiment.config import (
 from reweight.experiment.config_file import parse_override, set_value
 
 MAX_COMBINATIONS = 10_000
-# train fields added after plans were first fingerprinted: left out of a fingerprint at their defaults
-DEFAULTS_LEFT_OUT = {"schedule": ScheduleConfig().model_dump(mode="json"),
-                     "optimizer": OptimizerConfig().model_dump(mode="json"),
-                     "target_optimizer": OptimizerConfig().model_dump(mode="json")}
-DEFAULT_LOSS = {"name": "cross_entropy", "label_smoothing": 0.0}  # the loss section, likewise
-NO_SELECTION = SelectionConfig().model_dump(mode="json")  # the selection section, likewise
+# fields added after plans were first fingerprinted, by path: left out of a fingerprint at these
+# defaults, so that plans from before them still resume
+DEFAULTS_LEFT_OUT = {
+    ("train", "schedule"): ScheduleConfig().model_dump(mode="json"),
+    ("train", "optimizer"): OptimizerConfig().model_dump(mode="json"),
+    ("train", "target_optimizer"): OptimizerConfig().model_dump(mode="json"),
+    ("loss",): {"name": "cross_entropy", "label_smoothing": 0.0},
+    ("selection",): SelectionConfig().model_dump(mode="json"),
+}
 NOT_SWEPT = {"name": "it names the whole experiment", "seeds": "list them in `seeds`",
              "sweep": "a sweep cannot sweep itself", "tracking": "all combinations log to one experiment",
              "checkpoint": "all combinations save alike"}
@@ -101,14 +104,13 @@ class Plan:
         seeds, not where it logs or saves), so that ``--resume`` finds the same plan's runs."""
         configs = [{key: value for key, value in resolved(c.config, c.options).items()
                     if key not in ("tracking", "checkpoint")} for c in self.combinations]
-        for config in configs:  # left out at their defaults, so that plans from before them still resume
-            for key, default in DEFAULTS_LEFT_OUT.items():
-                if config["train"].get(key) == default:
-                    del config["train"][key]
-            if config.get("loss") == DEFAULT_LOSS:
-                del config["loss"]
-            if config.get("selection") == NO_SELECTION:
-                del config["selection"]
+        for config in configs:
+            for (*parents, key), default in DEFAULTS_LEFT_OUT.items():
+                node = config
+                for parent in parents:
+                    node = node[parent]
+                if node.get(key) == default:
+                    del node[key]
         return hashlib.sha256(json.dumps(configs, sort_keys=True).encode()).hexdigest()[:16]
 
     @property

@@ -28,6 +28,11 @@ class WrappedNet(BilevelNet):
         super().__init__(module, source_head, target_head)
         self.head_path = head_path
 
+    @property
+    def module(self) -> nn.Module:
+        """The user's module (its head out of place until ``unwrap``)."""
+        return self.representation
+
     def unwrap(self, head: Literal["target", "source"] = "target") -> nn.Module:
         """The user's module with a head back in its place (the target head by default: the
         classifier of the target task) — the trained model, as the user built it."""
@@ -74,9 +79,8 @@ def bilevel(module: nn.Module, head: str | None = None, target: TargetHead | nn.
         names = [name for name, _ in module.named_children()]
         raise ConfigError(f"{type(module).__name__} has no submodule {path!r} (its children: "
                           f"{', '.join(names) or 'none'})") from None
-    set_submodule(module, path, nn.Identity())
-    if not any(True for _ in module.parameters()):
-        set_submodule(module, path, classifier)
+    head_params = {id(p) for p in classifier.parameters()}
+    if all(id(p) in head_params for p in module.parameters()):
         raise ConfigError(f"{type(module).__name__} without its head {path!r} has no parameters: there is no "
                           "representation to train; name an earlier layer as the head, or add layers")
     width = getattr(classifier, "in_features", None)
@@ -91,13 +95,12 @@ def bilevel(module: nn.Module, head: str | None = None, target: TargetHead | nn.
     elif isinstance(target, nn.Module):
         wanted = getattr(target, "in_features", None)
         if width is not None and wanted is not None and wanted != width:
-            set_submodule(module, path, classifier)
             raise ConfigError(f"the target head takes {wanted} features, but the representation gives {width} "
                               f"(the input width of {path!r})")
         target_head = target
     else:
-        set_submodule(module, path, classifier)
         raise ConfigError(f"target must be 'shared', 'separate' or an nn.Module, got {target!r}")
+    set_submodule(module, path, nn.Identity())  # only now, once nothing can fail: the module stays whole on errors
     return WrappedNet(module, path, classifier, target_head)
 
 
