@@ -13,6 +13,11 @@ One step, following SOSELETO's order:
 5. target-head step on φᵗ (its own optimizer);
 6. the learning-rate schedulers, if any, advance.
 
+Data-parallel (``parallel``, see ``reweight.core.distributed``): every rank draws the same
+global batches and trains on its shard of each; the target loss and the inner loss are shares
+of the global means, their gradients (θ, φˢ, φᵗ) are summed over the ranks in one all-reduce,
+and the strategy sees the global batch on every rank (``reweight.core.sharded_strategy``).
+
 A strategy may also let the target loss train θ directly (``representation_target_weight``,
 0 for the bilevel methods); the baselines use it for joint, target-only and fine-tuned training.
 """
@@ -34,6 +39,7 @@ from reweight.core.contracts import (
     strategy_state,
 )
 from reweight.core.data import BatchSampler, BilevelData
+from reweight.core.distributed import SINGLE, DataParallel, check_shardable
 from reweight.core.engine_state import EngineState
 from reweight.core.errors import ConfigError
 from reweight.core.evaluation import Evaluation
@@ -42,6 +48,7 @@ from reweight.core.losses import CrossEntropy
 from reweight.core.models import BilevelNet, buffers_preserved
 from reweight.core.optimizers import OptimizerSettings, build_optimizer
 from reweight.core.selection import BestState
+from reweight.core.sharded_strategy import ShardedStrategy
 from reweight.core.strategy import Strategy
 
 
@@ -96,11 +103,14 @@ class Engine(Evaluation, EngineState):
         data: BilevelData,
         settings: TrainSettings,
         seed: int,
+        parallel: DataParallel = SINGLE,
     ) -> None:
         self.model, self.strategy, self.hypergradient = model, strategy, hypergradient
         check_placement(model, data)
         self.data, self.settings = data, settings
+        self.parallel, self.sharded = parallel, ShardedStrategy(strategy, parallel)
         inner = [*model.representation.parameters(), *model.source_head.parameters()]
+        self.inner_params = inner
         self.inner_optimizer = build_optimizer(inner, settings.lr, settings.optimizer, settings.momentum,
                                                settings.weight_decay, "optimizer")
         self.target_optimizer = build_optimizer(model.target_head.parameters(), settings.target_lr,
@@ -109,6 +119,8 @@ class Engine(Evaluation, EngineState):
         self.schedulers = [s for s in schedulers if s is not None]
         self.source_sampler = BatchSampler(data.source, settings.source_batch_size, seed)
         self.target_sampler = BatchSampler(data.target, settings.target_batch_size, seed + 1)
+        check_shardable(parallel, data, self.source_sampler.batch_size, self.target_sampler.batch_size)
+        parallel.broadcast_([*model.parameters(), *model.buffers()])  # every rank starts from rank 0's model
         device = data.source.y.device
         self.last_weights = torch.ones(len(data.source), device=device)  # last weight each example trained with
         self.step_count = 0
@@ -127,14 +139,15 @@ class Engine(Evaluation, EngineState):
 
     def step(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One bilevel step; returns (weighted source loss, target loss), both detached."""
-        model, strategy = self.model, self.strategy
-        source, target = self.source_sampler.next(), self.target_sampler.next()
+        model, strategy, parallel, sharded = self.model, self.strategy, self.parallel, self.sharded
+        whole_source = self.source_sampler.next()
+        source, target = parallel.shard(whole_source), parallel.shard(self.target_sampler.next())
         model.train()
         strategy.begin_step(self.step_count)
         direct = strategy.representation_target_weight()
 
         with buffers_preserved(model):  # only the inner step's forward moves running statistics
-            target_loss = model.target_loss(target)
+            target_loss = parallel.share(model.target_loss(target), target)
         head = list(model.target_head.parameters())
         theta = list(model.representation.parameters()) if direct else []
         keep = strategy.needs_hypergradient and self.hypergradient.uses_target_graph
@@ -145,28 +158,33 @@ class Engine(Evaluation, EngineState):
         watch = HiddenStateWatch(strategy) if first else None
         if strategy.needs_hypergradient:
             problem = HypergradientProblem(
-                model, source, target, target_loss, self.inner_optimizer, strategy.weights, self.source_sampler.peek
+                model, source, target, target_loss, self.inner_optimizer, sharded.weights, self.upcoming, parallel
             )
             result = self.hypergradient(problem)
             check_hypergradient(result, source)
             losses = result.losses
-            weights = strategy.update(result.gradients)
-            check_weights(weights, source, "update()", first)
+            whole_weights = sharded.update(result.gradients)
+            check_weights(whole_weights, whole_source, "update()", first)
             if first:  # the standing weights, which evaluation and the weights file read
                 with torch.no_grad():
-                    check_weights(strategy.weights(source, losses.detach()), source, "weights()", first, optional=True)
+                    check_weights(sharded.whole_weights(source, losses.detach()), whole_source, "weights()", first,
+                                  optional=True)
         else:
             losses = model.source_losses(source)
-            weights = strategy.weights(source, losses.detach())
-            check_weights(weights, source, "weights()", first)
-        weights = weights.detach()
+            whole_weights = sharded.whole_weights(source, losses.detach())
+            check_weights(whole_weights, whole_source, "weights()", first)
+        whole_weights = whole_weights.detach()
+        weights = parallel.local(whole_weights, source)
 
-        source_loss = (weights * losses).mean()
+        source_loss = parallel.mean(weights * losses, source)
         self.inner_optimizer.zero_grad(set_to_none=True)
         source_loss.backward()
         for p, g in zip(theta, theta_grads):  # the target loss's direct share of θ's step, if any
             if g is not None:
                 p.grad = direct * g if p.grad is None else p.grad.add_(g, alpha=direct)
+        losses = torch.stack([source_loss.detach(), target_loss.detach()]).to(self.loss_sums)
+        # data-parallel: the shares' gradients and losses summed over the ranks, in one all-reduce
+        parallel.sum_([*(p.grad for p in self.inner_params), *head_grads, losses])
         self.inner_optimizer.step()
 
         for p, g in zip(head, head_grads):
@@ -175,8 +193,10 @@ class Engine(Evaluation, EngineState):
         for scheduler in self.schedulers:
             scheduler.step()
 
-        self.last_weights[source.index] = weights.to(self.last_weights.dtype)
-        losses = torch.stack([source_loss.detach(), target_loss.detach()]).to(self.loss_sums)
+        if not parallel.single:  # running statistics (BatchNorm) as rank 0 has them, as DDP does
+            parallel.broadcast_([b for b in model.buffers() if b.is_floating_point()])
+
+        self.last_weights[whole_source.index] = whole_weights.to(self.last_weights.dtype)
         self.loss_sums += losses
         self.loss_count += 1
         self._weights = None
@@ -188,7 +208,11 @@ class Engine(Evaluation, EngineState):
             watch.check(state)
             check_checkpointable(state, "state_dict()")
             self._checked = True
-        return source_loss.detach(), target_loss.detach()
+        return losses[0], losses[1]
+
+    def upcoming(self, n: int) -> list:
+        """The next ``n`` source batches (this rank's shards of them), without consuming them."""
+        return [self.parallel.shard(batch) for batch in self.source_sampler.peek(n)]
 
     def fit(
         self,

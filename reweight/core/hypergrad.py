@@ -20,13 +20,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 from pydantic import BaseModel
 
 from reweight.core.data import Batch
+from reweight.core.distributed import SINGLE, DataParallel
 from reweight.core.models import BilevelNet, Params
 from reweight.core.plugins import NoOptions
 
@@ -37,7 +38,14 @@ WeightFn = Callable[[Batch, torch.Tensor], torch.Tensor | None]
 
 @dataclass
 class HypergradientProblem:
-    """Everything a hypergradient method may need for one engine step."""
+    """Everything a hypergradient method may need for one engine step.
+
+    In a data-parallel run (``parallel``, see ``reweight.core.distributed``) the batches are this
+    rank's shards of the global batches and ``target_loss`` is this rank's share of L_t: a method
+    takes means over the global batch with ``source_mean`` and ``target_loss_at``, sums gradients
+    of shares with ``parallel.sum_`` (``parallel.summed`` inside a differentiable look-ahead),
+    and returns the hypergradients of its shard; ``weight_fn`` already answers for the global
+    batch. In one process all of these are the plain means and the identity."""
 
     model: BilevelNet
     source: Batch  # the batch the inner step trains on now
@@ -46,12 +54,28 @@ class HypergradientProblem:
     optimizer: torch.optim.Optimizer  # the real inner optimizer: its settings and momentum buffers
     weight_fn: WeightFn
     upcoming: Callable[[int], list[Batch]]  # the next n source batches, without consuming them
+    parallel: DataParallel = field(default=SINGLE)
 
     def current_target_gradient(self) -> dict[str, torch.Tensor]:
-        """v = ∇_θ L_t at the current θ, from the engine's own target forward pass."""
+        """v = ∇_θ L_t at the current θ, from the engine's own target forward pass (summed
+        over the ranks' shares: every rank holds the same v)."""
         theta = self.model.coupled_params()
         grads = torch.autograd.grad(self.target_loss, list(theta.values()), retain_graph=True, allow_unused=True)
-        return zeros_for_unused(theta, grads)
+        v = zeros_for_unused(theta, grads)
+        self.parallel.sum_(list(v.values()))
+        return v
+
+    def source_mean(self, values: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """(1/B) Σⱼ valuesⱼ over the global source batch: this rank's share of it."""
+        return self.parallel.mean(values, batch)
+
+    def target_loss_at(self, params) -> torch.Tensor:
+        """L_t with some parameters replaced by ``params``: this rank's share of it."""
+        return self.parallel.share(self.model.target_loss(self.target, params), self.target)
+
+    def source_size(self, batch: Batch) -> int:
+        """B, the size of the global batch ``batch`` (a shard of it) belongs to."""
+        return len(self.parallel.whole(batch))
 
 
 @dataclass

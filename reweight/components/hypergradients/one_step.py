@@ -32,6 +32,7 @@ from torch.autograd import forward_ad
 
 from reweight.components.hypergradients.replay import Replay
 from reweight.core.data import Batch
+from reweight.core.distributed import SINGLE, DataParallel
 from reweight.core.hypergrad import (
     Hypergradient,
     HypergradientProblem,
@@ -56,17 +57,18 @@ def losses_and_directional_derivatives(
 
 
 def step_gradient(model: BilevelNet, batch: Batch, weights: torch.Tensor | None,
-                  losses: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
+                  losses: torch.Tensor | None = None, parallel: DataParallel = SINGLE) -> dict[str, torch.Tensor | None]:
     """g = ∇_θ (1/B) Σ wⱼ ℓⱼ(θ) for the coupled parameters; zeros for ``weights=None`` (w = 0),
     None for a parameter the losses do not use. ``losses`` may pass ℓⱼ(θ) already computed
-    (with graph)."""
+    (with graph). Data-parallel: ``batch`` is a shard and every rank gets the global g."""
     theta = model.coupled_params()
     if weights is None:
         return {name: torch.zeros_like(p) for name, p in theta.items()}
     if losses is None:
         with buffers_preserved(model):
             losses = model.source_losses(batch)
-    grads = torch.autograd.grad((weights * losses).mean(), list(theta.values()), allow_unused=True)
+    grads = torch.autograd.grad(parallel.mean(weights * losses, batch), list(theta.values()), allow_unused=True)
+    parallel.sum_(grads)
     return dict(zip(theta, grads))
 
 
@@ -88,12 +90,16 @@ def lookahead_parameters(
     return replayed_step(model, Replay(model, optimizer), step_gradient(model, batch, weights, losses))
 
 
-def target_gradient(model: BilevelNet, target: Batch, theta: Params) -> dict[str, torch.Tensor]:
-    """v = ∇_θ L_t at representation parameters ``theta`` (which must be leaves or detached)."""
+def target_gradient(model: BilevelNet, target: Batch, theta: Params,
+                    parallel: DataParallel = SINGLE) -> dict[str, torch.Tensor]:
+    """v = ∇_θ L_t at representation parameters ``theta`` (which must be leaves or detached);
+    data-parallel: ``target`` is a shard and every rank gets the global v."""
     theta = {name: p.detach().requires_grad_(True) for name, p in theta.items()}
     with buffers_preserved(model):
-        loss = model.target_loss(target, theta)
-    return zeros_for_unused(theta, torch.autograd.grad(loss, list(theta.values()), allow_unused=True))
+        loss = parallel.share(model.target_loss(target, theta), target)
+    v = zeros_for_unused(theta, torch.autograd.grad(loss, list(theta.values()), allow_unused=True))
+    parallel.sum_(list(v.values()))
+    return v
 
 
 class OneStepOptions(BaseModel):
@@ -117,9 +123,10 @@ class OneStep(Hypergradient):
             current = problem.weight_fn(source, losses.detach())
             # at w = 0 (no standing weights) plain SGD leaves θ' = θ: the current v is exact
             if current is not None or replay.moves_without_gradient() or replay.needs_gradient:
-                grads = step_gradient(model, source, current, losses)
+                grads = step_gradient(model, source, current, losses, problem.parallel)
             if self.options.at == "lookahead" and (current is not None or replay.moves_without_gradient()):
-                direction = target_gradient(model, problem.target, replayed_step(model, replay, grads))
+                direction = target_gradient(model, problem.target, replayed_step(model, replay, grads),
+                                            problem.parallel)
         if direction is None:
             direction = problem.current_target_gradient()
         # dθ'/dwⱼ = −(1/B) D ⊙ ∇ℓⱼ, with D = −∂θ'/∂g the step's derivative in its gradient
@@ -127,5 +134,5 @@ class OneStep(Hypergradient):
         scaled = {name: replay.gradient_derivative(name, theta[name], grads.get(name)) * v
                   for name, v in direction.items()}
         losses, dots = losses_and_directional_derivatives(model, source, scaled)
-        grad = -dots / len(source)
+        grad = -dots / problem.source_size(source)
         return HypergradientResult(losses, [WeightGradient(source, losses.detach(), grad)])

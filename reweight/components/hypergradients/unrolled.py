@@ -90,11 +90,12 @@ class Unrolled(Hypergradient):
             for k, batch in enumerate(batches):
                 losses = first_losses if k == 0 else model.source_losses(batch, params)
                 weights = _weights_leaf(problem, batch, losses)
-                grads = torch.autograd.grad((weights * losses).mean(), list(params.values()),
+                grads = torch.autograd.grad(problem.source_mean(weights * losses, batch), list(params.values()),
                                             create_graph=True, allow_unused=True)
+                grads = problem.parallel.summed(grads)  # data-parallel: the global step, differentiably
                 replay.step(params, dict(zip(params, grads)), states)
                 steps.append((batch, losses.detach(), weights))
-            target_loss = model.target_loss(problem.target, params)
+            target_loss = problem.target_loss_at(params)
         grads = torch.autograd.grad(target_loss, [weights for _, _, weights in steps], allow_unused=True)
         return HypergradientResult(first_losses, _weight_gradients(steps, grads))
 
@@ -110,12 +111,14 @@ class Unrolled(Hypergradient):
                 diffopt = higher.optim.get_diff_optim(problem.optimizer, model.parameters(), fmodel=fmodel)
             else:
                 diffopt = _differentiable_adam(higher)(problem.optimizer, model.parameters(), fmodel=fmodel)
+            # data-parallel: each step's gradients are summed over the ranks, differentiably
+            summed = None if problem.parallel.single else problem.parallel.summed
             for batch in batches:
                 losses = fmodel.source_losses(batch)
                 weights = _weights_leaf(problem, batch, losses)
-                diffopt.step((weights * losses).mean())
+                diffopt.step(problem.source_mean(weights * losses, batch), grad_callback=summed)
                 steps.append((batch, losses.detach(), weights))
-            target_loss = fmodel.target_loss(problem.target)
+            target_loss = problem.parallel.share(fmodel.target_loss(problem.target), problem.target)
         grads = torch.autograd.grad(target_loss, [weights for _, _, weights in steps], allow_unused=True)
         return HypergradientResult(model.source_losses(problem.source), _weight_gradients(steps, grads))
 
