@@ -30,6 +30,49 @@ def make_console() -> Console:
     return console if console.is_terminal else Console(highlight=False, width=max(console.width, 160))
 
 
+def launched_elsewhere(args: argparse.Namespace) -> bool:
+    """Whether this process is a launcher for ``--nproc`` ranks rather than a rank itself."""
+    from reweight.core.distributed import launched_world
+
+    return bool(args.nproc) and launched_world() == 1
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """``torchrun --standalone --nproc-per-node N -m reweight.cli ARGV``, run in this process: torch's
+    own launcher starts the ranks, forwards Ctrl-C and SIGTERM to them, and this returns the exit
+    code of the ranks (the first failing one's), which print their own one-line messages."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import elastic_launch
+    from torch.distributed.run import config_from_args, get_args_parser
+
+    import uuid
+
+    rendezvous = ["--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0", f"--rdzv-id={uuid.uuid4()}"]  # --standalone's
+    options = get_args_parser().parse_args([*rendezvous, f"--nproc-per-node={nproc}", "-m", "reweight.cli", *argv])
+    config, command, command_args = config_from_args(options)
+    try:
+        elastic_launch(config, command)(*command_args)
+    except ChildFailedError as error:
+        return next(iter(error.failures.values())).exitcode or 1
+    except SignalException as error:
+        return 128 + int(error.sigval)
+    return 0
+
+
+def without_nproc(argv: list[str]) -> list[str]:
+    """The command line of each rank: this one without ``--nproc N``."""
+    kept, skip = [], False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == "--nproc":
+            skip = True
+        elif not word.startswith("--nproc="):
+            kept.append(word)
+    return kept
+
+
 def command_run(args: argparse.Namespace) -> int:
     from reweight.core.plugins import registry
     from reweight.experiment import runner, sweep
@@ -242,10 +285,13 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="continue the newest unfinished run of this same config from its checkpoints "
                           "(a new run if there is none)")
+    nproc_help = "train data-parallel on N processes on this machine (torchrun's --nproc-per-node N)"
+    run.add_argument("--nproc", type=positive, metavar="N", help=nproc_help)
     run.set_defaults(handler=command_run)
 
     resume = commands.add_parser("resume", help="continue an interrupted run from its checkpoints")
     resume.add_argument("run_id", help="the parent run id `reweight run` printed (or one of its child runs)")
+    resume.add_argument("--nproc", type=positive, metavar="N", help=nproc_help)
     resume.set_defaults(handler=command_resume)
 
     data = commands.add_parser("data", help="image sets: where their files go, download them")
@@ -288,20 +334,35 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
+    if getattr(args, "nproc", None) and launched_elsewhere(args):
+        return launch(args.nproc, without_nproc(argv))
+    from reweight.core.distributed import launched_rank
+
+    say = launched_rank() == 0  # in a data-parallel run, one rank speaks for all
     try:
         return args.handler(args)
     except Interrupted as error:
-        print(f"stopped: {error}", file=sys.stderr)
+        if say:
+            print(f"stopped: {error}", file=sys.stderr)
         return error.exit_code
     except ReweightError as error:
         if args.debug:
             traceback.print_exc()
-        print(f"error: {error}", file=sys.stderr)
+        if say:
+            print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        if say:
+            print("interrupted", file=sys.stderr)
         return 130
 
 

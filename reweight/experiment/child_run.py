@@ -102,8 +102,11 @@ def restore(engine: Engine, path: Path, run_id: str) -> dict[str, Any]:
 
 
 def run_seed(tracker: Tracker, plan: Plan, combination: Combination, seed: int, engine: Engine,
-             progress: Progress, stop: StopRequest, parent_id: str, earlier: ChildRun | None = None) -> SeedResult:
-    """Train one child run to its last step (``earlier``: continue that run from its checkpoint)."""
+             progress: Progress, stop: StopRequest, parent_id: str, earlier: ChildRun | None = None,
+             writer: bool = True) -> SeedResult:
+    """Train one child run to its last step (``earlier``: continue that run from its checkpoint).
+    ``writer``: this process saves the checkpoints (in a data-parallel run, rank 0 only; every
+    rank loads the same one)."""
     config = combination.config
     history: dict[str, list[tuple[int, float]]] = {}
     latest: dict[str, float] = {}
@@ -141,6 +144,8 @@ def run_seed(tracker: Tracker, plan: Plan, combination: Combination, seed: int, 
 
         def save() -> None:
             engine.check_finite()
+            if not writer:
+                return
             state = engine.state_dict()
             check_checkpointable(state["strategy"], "state_dict()")  # never write what cannot resume
             checkpoint.save(path, {"run_id": run_id, "parent_run_id": parent_id, "engine": state,

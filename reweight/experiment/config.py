@@ -178,6 +178,14 @@ class CheckpointConfig(BaseModel):
     dir: str = Field("checkpoints", min_length=1, description="Folder of the checkpoint files, one per child run.")
 
 
+class DistributedConfig(BaseModel):
+    """How the ranks of a data-parallel run (``torchrun``, ``reweight run --nproc N``) talk; a run
+    in one process ignores it."""
+
+    model_config = ConfigDict(extra="forbid")
+    backend: Literal["auto", "nccl", "gloo"] = Field("auto", description="auto: nccl on CUDA devices, gloo on the CPU.")
+
+
 class SelectionConfig(BaseModel):
     """Model selection on a validation part of the target set: held out of the target loss
     (so of the weights too), evaluated with the test set, never chosen by the test set."""
@@ -228,6 +236,7 @@ class ExperimentConfig(BaseModel):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
 
     @field_validator("seeds", mode="before")
     @classmethod

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from reweight.core.distributed import SINGLE, DataParallel
 from reweight.core.errors import ReweightError
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -27,11 +28,19 @@ class Interrupted(ReweightError):
 
 
 class StopRequest:
-    def __init__(self) -> None:
+    """``pending`` once a signal came. In a data-parallel run a signal to any rank stops them all
+    at the same step: every rank asks at the same points, and the ranks agree (one small
+    all-reduce per question)."""
+
+    def __init__(self, parallel: DataParallel = SINGLE) -> None:
         self.signal: int | None = None
+        self.parallel = parallel
 
     @property
     def pending(self) -> bool:
+        if not self.parallel.single:
+            agreed = self.parallel.largest(self.signal or 0)
+            self.signal = agreed or None
         return self.signal is not None
 
     @property
@@ -40,10 +49,10 @@ class StopRequest:
 
 
 @contextmanager
-def stop_on_signal() -> Iterator[StopRequest]:
+def stop_on_signal(parallel: DataParallel = SINGLE) -> Iterator[StopRequest]:
     """Within the block, SIGINT/SIGTERM set the request instead of raising (main thread only;
     elsewhere signals keep their usual effect)."""
-    request = StopRequest()
+    request = StopRequest(parallel)
     if threading.current_thread() is not threading.main_thread():
         yield request
         return

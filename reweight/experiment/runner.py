@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import statistics
 from contextlib import ExitStack
 from pathlib import Path
@@ -15,7 +16,9 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from reweight.core import distributed
 from reweight.core.data import class_labels
+from reweight.core.distributed import SINGLE, DataParallel
 from reweight.core.engine import Engine, TrainSettings
 from reweight.core.errors import ConfigError, ContractError, NumericalError, ReweightError
 from reweight.core.plugins import describe, registry
@@ -23,6 +26,7 @@ from reweight.experiment import checkpoint
 from reweight.experiment.child_run import SeedResult, blamed, child_name, run_seed
 from reweight.experiment.config import DEFAULT_NAMES, ExperimentConfig, flatten, resolved
 from reweight.experiment.interrupts import Interrupted, stop_on_signal
+from reweight.experiment.rank_tracking import tracker_for
 from reweight.experiment.schedule import scheduler
 from reweight.experiment.sweep import Combination, Plan, label
 from reweight.experiment.tracking import PLAN_FILE, PLAN_TAG, Tracker, ui_link
@@ -47,10 +51,22 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def build_engine(config: ExperimentConfig, options: dict[str, BaseModel], seed: int) -> Engine:
-    """Everything for one seed: data, model, granularity, strategy, hypergradient, engine."""
+def rank_device(name: str) -> torch.device:
+    """The device of this process: under a launcher, ``cuda`` (or ``auto`` on a CUDA machine)
+    is the GPU of this rank's local rank, as torchrun numbers them."""
+    device = resolve_device(name)
+    if distributed.launched_world() > 1 and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return device
+
+
+def build_engine(config: ExperimentConfig, options: dict[str, BaseModel], seed: int,
+                 parallel: DataParallel = SINGLE) -> Engine:
+    """Everything for one seed: data, model, granularity, strategy, hypergradient, engine (over
+    ``parallel``'s ranks; each builds the same, from the same seed)."""
     plugins = registry()
-    device = resolve_device(config.train.device)
+    device = rank_device(config.train.device)
     torch.manual_seed(seed)
     data = plugins.get("dataset", config.data.name).factory(options["data"], seed)
     too_big = config.train.source_batch_size > len(data.source)
@@ -86,7 +102,7 @@ def build_engine(config: ExperimentConfig, options: dict[str, BaseModel], seed: 
                              optimizer=train.optimizer.settings(), target_optimizer=train.target_optimizer.settings(),
                              schedule=schedule)
     try:
-        return Engine(model, strategy, hypergradient, data, settings, seed)
+        return Engine(model, strategy, hypergradient, data, settings, seed, parallel)
     except ContractError as error:
         raise blamed(error, config) from None
 
@@ -167,12 +183,27 @@ def run(plan: Plan, console: Console, resume: bool | str = False, keep_engines: 
     unfinished ones continue from their checkpoint, missing ones start. A child run that
     diverges (NaN) fails alone; the others still run, and the command fails at the end.
     ``keep_engines``: each result keeps its trained engine (for the Python API; the command
-    line drops them, as a sweep's engines together may not fit in memory)."""
+    line drops them, as a sweep's engines together may not fit in memory).
+
+    Under ``torchrun`` every rank runs this with the same plan: the ranks train each child run
+    together (``reweight.core.distributed``), and only rank 0 writes (MLflow, checkpoints,
+    files, the console)."""
     first = plan.combinations[0]
-    engine = combination_engine(plan, first, plan.seeds[0])  # data/size problems before any run exists
+    device = rank_device(first.config.train.device)
+    with distributed.joined(first.config.distributed.backend, device) as parallel:
+        if not parallel.leader:
+            console = Console(quiet=True)
+        return run_ranks(plan, console, resume, keep_engines, parallel)
+
+
+def run_ranks(plan: Plan, console: Console, resume: bool | str, keep_engines: bool,
+              parallel: DataParallel) -> list[SeedResult]:
+    """``run`` on this process's rank."""
+    first = plan.combinations[0]
+    engine = combination_engine(plan, first, plan.seeds[0], parallel)  # data/size problems before any run exists
     folder = Path(first.config.checkpoint.dir).absolute()
     checkpoint.check_writable(folder)
-    tracker = Tracker(plan.experiment)
+    tracker = tracker_for(plan.experiment, parallel)
     previous = resume if isinstance(resume, str) else tracker.unfinished_parent(plan.fingerprint) if resume else None
     if isinstance(resume, str) and tracker.fingerprint(resume) not in (None, plan.fingerprint):
         raise ReweightError(f"run {resume}: its config resolves differently now (the defaults or a plugin changed "
@@ -191,13 +222,13 @@ def run(plan: Plan, console: Console, resume: bool | str = False, keep_engines: 
         console=console, disable=not console.is_terminal, transient=True,
     )
     with ExitStack() as stack:
-        if previous:  # before reopening it: a run another process is training must stay untouched
+        if previous and parallel.leader:  # before reopening it: a run another process is training must stay untouched
             stack.enter_context(checkpoint.exclusive(folder / f"{previous}.lock"))
-        stop = stack.enter_context(stop_on_signal())
+        stop = stack.enter_context(stop_on_signal(parallel))
         stack.enter_context(progress)
         parent_id = stack.enter_context(tracker.parent(parent_name(plan), parent_config, parent_tags, parent_params(plan),
                                                        run_id=previous))
-        if previous is None:
+        if previous is None and parallel.leader:
             stack.enter_context(checkpoint.exclusive(folder / f"{parent_id}.lock"))
             tracker.text(yaml.safe_dump(plan.raw, sort_keys=False), PLAN_FILE)
         try:
@@ -222,8 +253,8 @@ def run(plan: Plan, console: Console, resume: bool | str = False, keep_engines: 
                     else:
                         try:
                             mine.append(run_seed(tracker, plan, combination, seed,
-                                                 ready or combination_engine(plan, combination, seed), progress,
-                                                 stop, parent_id, earlier))
+                                                 ready or combination_engine(plan, combination, seed, parallel),
+                                                 progress, stop, parent_id, earlier, writer=parallel.leader))
                         except NumericalError as error:
                             if len(plan.combinations) * len(plan.seeds) == 1:
                                 raise
@@ -237,7 +268,7 @@ def run(plan: Plan, console: Console, resume: bool | str = False, keep_engines: 
                                   + f" {how}", soft_wrap=True, markup=False)
                 results.extend(mine)
                 summarize_seeds(tracker, plan, combination, mine, console, parent_id)
-            if first.config.tracking.plots and results:
+            if first.config.tracking.plots and results and parallel.leader:
                 log_plots(tracker, plan, results)
             if diverged:
                 raise NumericalError(f"{len(diverged)} child run{'s' * (len(diverged) > 1)} diverged (NaN or "
@@ -266,9 +297,9 @@ def summarize_seeds(tracker: Tracker, plan: Plan, combination: Combination, mine
                   soft_wrap=True, markup=False)
 
 
-def combination_engine(plan: Plan, combination: Combination, seed: int) -> Engine:
+def combination_engine(plan: Plan, combination: Combination, seed: int, parallel: DataParallel = SINGLE) -> Engine:
     try:
-        return build_engine(combination.config, combination.options, seed)
+        return build_engine(combination.config, combination.options, seed, parallel)
     except ConfigError as error:
         if not plan.grid:
             raise

@@ -54,7 +54,7 @@ DEFAULTS_LEFT_OUT = {
 }
 NOT_SWEPT = {"name": "it names the whole experiment", "seeds": "list them in `seeds`",
              "sweep": "a sweep cannot sweep itself", "tracking": "all combinations log to one experiment",
-             "checkpoint": "all combinations save alike"}
+             "checkpoint": "all combinations save alike", "distributed": "all combinations run on the same ranks"}
 
 
 @dataclass(frozen=True)
@@ -101,9 +101,9 @@ class Plan:
     @property
     def fingerprint(self) -> str:
         """Identifies what the plan computes (every combination's resolved config and the
-        seeds, not where it logs or saves), so that ``--resume`` finds the same plan's runs."""
+        seeds, not where it logs or saves, nor how its ranks talk), so that ``--resume`` finds the same plan's runs."""
         configs = [{key: value for key, value in resolved(c.config, c.options).items()
-                    if key not in ("tracking", "checkpoint")} for c in self.combinations]
+                    if key not in ("tracking", "checkpoint", "distributed")} for c in self.combinations]
         for config in configs:
             for (*parents, key), default in DEFAULTS_LEFT_OUT.items():
                 node = config

@@ -113,6 +113,7 @@ def ui_link(experiment_id: str, run_id: str) -> str:
     return f"mlflow ui --backend-store-uri {uri}, then {LOCAL_UI}{page}"
 
 
+WORLD_SIZE_PARAM = "distributed.world_size"  # how many ranks trained the run (1: one process)
 CHECKPOINT_TAG = "reweight.checkpoint"  # on a child run: where its checkpoint file is
 DIVERGED_TAG = "reweight.diverged"  # on a child run that stopped on a NaN or infinite loss
 
@@ -214,6 +215,8 @@ def weights_csv(frame) -> str:
 class Tracker:
     """Thin layer over the MLflow fluent API, so the rest of the code never imports MLflow."""
 
+    world_size = 1  # the ranks training each run, logged as a param (``reweight.experiment.rank_tracking``)
+
     def __init__(self, experiment: str) -> None:
         self.mlflow = import_mlflow()
         self.client = connect(need_store=False)
@@ -240,6 +243,7 @@ class Tracker:
             if run_id is None:
                 self.mlflow.set_tags(tags)
                 self.mlflow.log_params(flatten(config) if params is None else params)
+                self.mlflow.log_param(WORLD_SIZE_PARAM, self.world_size)
                 self.mlflow.log_text(yaml.safe_dump(config, sort_keys=False), "config.yaml")
             yield run.info.run_id
         except (Interrupted, KeyboardInterrupt):
