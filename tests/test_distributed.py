@@ -8,6 +8,12 @@ test process trains the same cases alone. The ranks must also agree with each ot
 from __future__ import annotations
 
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -33,6 +39,7 @@ from reweight.core.errors import ConfigError
 from reweight.core.plugins import NoOptions
 
 WORLD = 2
+BENCHMARK = str(Path(__file__).resolve().parents[1] / "benchmarks" / "synthetic_2d.yaml")
 STEPS = 6
 SOURCE_BATCH = 8  # 4 per rank
 # float32 throughout; the reductions that differ in order from one process's: each rank sums its
@@ -199,3 +206,62 @@ def test_the_ranks_shares_add_up_to_the_mean(values, world):
             shares.append(parallel.share(shard.x[:, 0].mean(), shard))
     assert torch.isclose(sum(sums), x.mean(), atol=1e-9)
     assert torch.isclose(sum(shares), x.mean(), atol=1e-9)
+
+
+def command(*args: str, cwd: Path, torchrun: bool = False) -> list[str]:
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={WORLD}"]
+    return [*(launcher if torchrun else [sys.executable]), "-m", "reweight.cli", *args]
+
+
+def clean_env() -> dict[str, str]:
+    return {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+
+
+def final_child(folder: Path) -> tuple[dict[str, float], str, str]:
+    """The child run's final metrics, its weights file and its world size param."""
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["synthetic_2d"])
+    child = runs[runs["tags.reweight.role"] == "child"].iloc[0]
+    metrics = {key.removeprefix("metrics."): child[key] for key in runs if key.startswith("metrics.")}
+    weights = Path(mlflow.artifacts.download_artifacts(run_id=child["run_id"], artifact_path="weights.csv",
+                                                       dst_path=str(folder / "dl"))).read_text()
+    return metrics, weights, child["params.distributed.world_size"]
+
+
+@pytest.mark.slow
+def test_a_run_killed_under_torchrun_resumes_to_the_single_process_result(tmp_path):
+    """SIGTERM to torchrun mid-run: every rank stops at one step, rank 0 saves and prints the
+    resume line once; ``reweight resume --nproc 2`` finishes it; the result is one process's."""
+    overrides = ["--set", "train.steps=400", "--set", "checkpoint.every=20", "--set", "train.eval_every=100"]
+    killed, alone = tmp_path / "killed", tmp_path / "alone"
+    killed.mkdir(), alone.mkdir()
+    started = subprocess.Popen(command("run", BENCHMARK, *overrides, cwd=killed, torchrun=True), cwd=killed,
+                               env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not list((killed / "checkpoints").glob("*.pt")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    started.send_signal(signal.SIGTERM)
+    out, err = started.communicate(timeout=120)
+    assert started.returncode != 0, out + err
+    assert err.count("resume with: reweight resume") == 1, err
+    print(err)
+    parent = err.split("resume with: reweight resume ")[1].split()[0]
+
+    resumed = subprocess.run(command("resume", parent, "--nproc", str(WORLD), cwd=killed), cwd=killed,
+                             env=clean_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming at step" in resumed.stdout
+    print(resumed.stdout)
+    reference = subprocess.run(command("run", BENCHMARK, *overrides, cwd=alone), cwd=alone, env=clean_env(),
+                               capture_output=True, text=True, timeout=300)
+    assert reference.returncode == 0, reference.stderr
+
+    (metrics, weights, world), (expected, expected_weights, one) = final_child(killed), final_child(alone)
+    assert (world, one) == ("2", "1")
+    for key, value in expected.items():
+        assert abs(metrics[key] - value) <= 1e-4, key
+    rows = [line.split(",") for line in weights.splitlines()[1:]]
+    expected_rows = [line.split(",") for line in expected_weights.splitlines()[1:]]
+    assert max(abs(float(a[1]) - float(b[1])) for a, b in zip(rows, expected_rows)) <= 1e-4
