@@ -265,3 +265,30 @@ def test_a_run_killed_under_torchrun_resumes_to_the_single_process_result(tmp_pa
     rows = [line.split(",") for line in weights.splitlines()[1:]]
     expected_rows = [line.split(",") for line in expected_weights.splitlines()[1:]]
     assert max(abs(float(a[1]) - float(b[1])) for a, b in zip(rows, expected_rows)) <= 1e-4
+
+
+def test_how_the_ranks_talk_is_not_part_of_what_resume_matches():
+    from reweight.experiment.config_file import load_raw
+    from reweight.experiment.sweep import expand
+
+    raw = load_raw(BENCHMARK)
+    assert expand(raw, ["distributed.backend=gloo"]).fingerprint == expand(raw, []).fingerprint
+    with pytest.raises(ConfigError, match="distributed"):
+        expand(raw, ["distributed.backend=mpi"])
+
+
+def test_each_rank_runs_the_command_without_nproc():
+    from reweight.cli import without_nproc
+
+    assert without_nproc(["run", "a.yaml", "--nproc", "2", "--set", "x=1", "--nproc=3"]) == [
+        "run", "a.yaml", "--set", "x=1"]
+
+
+@pytest.mark.slow
+def test_a_batch_that_does_not_divide_is_one_line_from_one_rank(tmp_path):
+    result = subprocess.run(command("run", BENCHMARK, "--nproc", "3", "--set", "train.steps=5", cwd=tmp_path),
+                            cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: train.source_batch_size: the global source batch of 32 examples does not divide "
+                      "into 3 equal shards, one per rank; use a multiple of 3"]
