@@ -41,12 +41,12 @@ def launch(nproc: int, argv: list[str]) -> int:
     """``torchrun --standalone --nproc-per-node N -m reweight.cli ARGV``, run in this process: torch's
     own launcher starts the ranks, forwards Ctrl-C and SIGTERM to them, and this returns the exit
     code of the ranks (the first failing one's), which print their own one-line messages."""
+    import uuid
+
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import elastic_launch
     from torch.distributed.run import config_from_args, get_args_parser
-
-    import uuid
 
     rendezvous = ["--rdzv-backend=c10d", "--rdzv-endpoint=localhost:0", f"--rdzv-id={uuid.uuid4()}"]  # --standalone's
     options = get_args_parser().parse_args([*rendezvous, f"--nproc-per-node={nproc}", "-m", "reweight.cli", *argv])

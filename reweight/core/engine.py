@@ -120,7 +120,8 @@ class Engine(Evaluation, EngineState):
         self.source_sampler = BatchSampler(data.source, settings.source_batch_size, seed)
         self.target_sampler = BatchSampler(data.target, settings.target_batch_size, seed + 1)
         check_shardable(parallel, data, self.source_sampler.batch_size, self.target_sampler.batch_size)
-        parallel.broadcast_([*model.parameters(), *model.buffers()])  # every rank starts from rank 0's model
+        # every rank starts from rank 0's model (the same seed built the same one: this is a guard)
+        parallel.broadcast_([*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())])
         device = data.source.y.device
         self.last_weights = torch.ones(len(data.source), device=device)  # last weight each example trained with
         self.step_count = 0

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from reweight.core.distributed import SINGLE, DataParallel
+from reweight.core.distributed import DataParallel
 from reweight.core.errors import ReweightError
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -28,19 +28,11 @@ class Interrupted(ReweightError):
 
 
 class StopRequest:
-    """``pending`` once a signal came. In a data-parallel run a signal to any rank stops them all
-    at the same step: every rank asks at the same points, and the ranks agree (one small
-    all-reduce per question)."""
-
-    def __init__(self, parallel: DataParallel = SINGLE) -> None:
+    def __init__(self) -> None:
         self.signal: int | None = None
-        self.parallel = parallel
 
     @property
     def pending(self) -> bool:
-        if not self.parallel.single:
-            agreed = self.parallel.largest(self.signal or 0)
-            self.signal = agreed or None
         return self.signal is not None
 
     @property
@@ -48,11 +40,26 @@ class StopRequest:
         return signal.Signals(self.signal).name if self.signal else ""
 
 
+class AgreedStop(StopRequest):
+    """The stop request of a data-parallel run: a signal to any rank stops them all after the
+    same step. Every rank asks at the same points, and the ranks agree on the answer (one small
+    all-reduce per question)."""
+
+    def __init__(self, local: StopRequest, parallel: DataParallel) -> None:
+        super().__init__()
+        self.local, self.parallel = local, parallel
+
+    @property
+    def pending(self) -> bool:
+        self.signal = self.parallel.largest(self.local.signal or 0) or None
+        return self.signal is not None
+
+
 @contextmanager
-def stop_on_signal(parallel: DataParallel = SINGLE) -> Iterator[StopRequest]:
+def stop_on_signal() -> Iterator[StopRequest]:
     """Within the block, SIGINT/SIGTERM set the request instead of raising (main thread only;
     elsewhere signals keep their usual effect)."""
-    request = StopRequest(parallel)
+    request = StopRequest()
     if threading.current_thread() is not threading.main_thread():
         yield request
         return

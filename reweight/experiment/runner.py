@@ -25,7 +25,7 @@ from reweight.core.plugins import describe, registry
 from reweight.experiment import checkpoint
 from reweight.experiment.child_run import SeedResult, blamed, child_name, run_seed
 from reweight.experiment.config import DEFAULT_NAMES, ExperimentConfig, flatten, resolved
-from reweight.experiment.interrupts import Interrupted, stop_on_signal
+from reweight.experiment.interrupts import AgreedStop, Interrupted, stop_on_signal
 from reweight.experiment.rank_tracking import tracker_for
 from reweight.experiment.schedule import scheduler
 from reweight.experiment.sweep import Combination, Plan, label
@@ -224,7 +224,9 @@ def run_ranks(plan: Plan, console: Console, resume: bool | str, keep_engines: bo
     with ExitStack() as stack:
         if previous and parallel.leader:  # before reopening it: a run another process is training must stay untouched
             stack.enter_context(checkpoint.exclusive(folder / f"{previous}.lock"))
-        stop = stack.enter_context(stop_on_signal(parallel))
+        stop = stack.enter_context(stop_on_signal())
+        if not parallel.single:
+            stop = AgreedStop(stop, parallel)
         stack.enter_context(progress)
         parent_id = stack.enter_context(tracker.parent(parent_name(plan), parent_config, parent_tags, parent_params(plan),
                                                        run_id=previous))
