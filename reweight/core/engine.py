@@ -183,9 +183,9 @@ class Engine(Evaluation, EngineState):
         for p, g in zip(theta, theta_grads):  # the target loss's direct share of θ's step, if any
             if g is not None:
                 p.grad = direct * g if p.grad is None else p.grad.add_(g, alpha=direct)
-        losses = torch.stack([source_loss.detach(), target_loss.detach()]).to(self.loss_sums)
+        totals = torch.stack([source_loss.detach(), target_loss.detach()]).to(self.loss_sums)
         # data-parallel: the shares' gradients and losses summed over the ranks, in one all-reduce
-        parallel.sum_([*(p.grad for p in self.inner_params), *head_grads, losses])
+        parallel.sum_([*(p.grad for p in self.inner_params), *head_grads, totals])
         self.inner_optimizer.step()
 
         for p, g in zip(head, head_grads):
@@ -198,10 +198,10 @@ class Engine(Evaluation, EngineState):
             parallel.broadcast_([b for b in model.buffers() if b.is_floating_point()])
 
         self.last_weights[whole_source.index] = whole_weights.to(self.last_weights.dtype)
-        self.loss_sums += losses
+        self.loss_sums += totals
         self.loss_count += 1
         self._weights = None
-        healthy = torch.isfinite(losses).all() | (self.first_bad_step >= 0)
+        healthy = torch.isfinite(totals).all() | (self.first_bad_step >= 0)
         self.first_bad_step = torch.where(healthy, self.first_bad_step, self.step_count)
         self.step_count += 1
         if watch is not None:
@@ -209,7 +209,7 @@ class Engine(Evaluation, EngineState):
             watch.check(state)
             check_checkpointable(state, "state_dict()")
             self._checked = True
-        return losses[0], losses[1]
+        return totals[0], totals[1]
 
     def upcoming(self, n: int) -> list:
         """The next ``n`` source batches (this rank's shards of them), without consuming them."""
