@@ -97,6 +97,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
 
 def build_image_folder(options: ImageFolderOptions, seed: int) -> BilevelData:
     root = Path(options.path).expanduser()
+    if not root.is_dir():
+        raise DataError(f"{root}: missing or not a folder; {HINT}")
     if options.split.by == "fraction":
         whole = ImageFolderDataset(root, options.size, options.mode)
         parts = split_by_fraction(whole.stacked(), options.split, len(whole.classes), seed, str(root))

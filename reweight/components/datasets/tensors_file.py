@@ -51,6 +51,8 @@ def read_arrays(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise DataError(f"{path}: missing")
     if path.suffix == ".npz":
+        if not zipfile.is_zipfile(path):
+            raise DataError(f"{path}: not a readable .npz file (not a zip archive; save it with numpy.savez)")
         try:
             with np.load(path, allow_pickle=False) as archive:
                 return {key: torch.from_numpy(np.array(archive[key])) for key in archive.files}
