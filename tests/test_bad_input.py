@@ -177,8 +177,8 @@ CASES = [
     Case("unknown-hypergrad", config(SYNTHETIC, hypergrad={"method": "implicit"}),
          ["hypergrad.name: unknown hypergradient 'implicit' (installed: one_step, unrolled)"]),
     Case("unknown-data", config(SYNTHETIC, data="imagenet"),
-         ["data.name: unknown dataset 'imagenet' (installed: noisy_labels, synthetic_2d, synthetic_annotators, "
-          "synthetic_task, tasks, transfer)"]),
+         ["data.name: unknown dataset 'imagenet' (installed: image_folder, noisy_labels, synthetic_2d, "
+          "synthetic_annotators, synthetic_task, table_file, tasks, tensors_file, transfer)"]),
     Case("unknown-model", config(SYNTHETIC, model="resnet"),
          ["model.name: unknown model 'resnet' (installed: cifar10_quick, digits, mlp)"]),
     Case("unknown-loss", config(SYNTHETIC, loss="focal"), ["loss.name: unknown loss 'focal' (installed: cross_entropy)"]),
@@ -230,10 +230,11 @@ CASES = [
           "{dir}/nowhere/mlflow.db.lock (No such file or directory)"],
          env={"MLFLOW_TRACKING_URI": "sqlite:///{dir}/nowhere/mlflow.db"}),
     Case("plugins-unknown-name", SYNTHETIC,
-         ["unknown component 'sosoleto' (installed: cifar10_quick, cross_entropy, digits, fine_tune, joint, "
-          "learning_to_reweight, "
+         ["unknown component 'sosoleto' (installed: cifar10_quick, cross_entropy, digits, fine_tune, image_folder, "
+          "joint, learning_to_reweight, "
           "meta_weight_net, mlp, noisy_labels, one_step, per_group, per_sample, per_task, soseleto, source_only, "
-          "synthetic_2d, synthetic_annotators, synthetic_task, target_only, tasks, transfer, uniform, unrolled); "
+          "synthetic_2d, synthetic_annotators, synthetic_task, table_file, target_only, tasks, tensors_file, transfer, "
+          "uniform, unrolled); "
           "plugins are found through the entry-point group 'reweight'"],
          argv=["plugins", "sosoleto"]),
     Case("download-unknown-set", SYNTHETIC,

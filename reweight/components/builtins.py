@@ -1,9 +1,12 @@
 """The core's own components, registered through the same hooks as any plugin."""
 
+from reweight.components.datasets.image_folder import ImageFolderOptions, build_image_folder
 from reweight.components.datasets.synthetic import Synthetic2DOptions, build_synthetic_2d
 from reweight.components.datasets.synthetic_annotators import AnnotatorsOptions, build_synthetic_annotators
 from reweight.components.datasets.synthetic_tasks import SyntheticTaskOptions, build_synthetic_task
+from reweight.components.datasets.table_file import TableFileOptions, build_table_file
 from reweight.components.datasets.tasks import TasksOptions, build_tasks
+from reweight.components.datasets.tensors_file import TensorsFileOptions, build_tensors_file
 from reweight.components.datasets.vision import NoisyLabelsOptions, TransferOptions, build_noisy_labels, build_transfer
 from reweight.components.granularities.groups import PerGroup, PerTask
 from reweight.components.granularities.per_sample import PerSample
@@ -36,6 +39,9 @@ def register_datasets(register):
     register("tasks", build_tasks, options=TasksOptions)
     register("noisy_labels", build_noisy_labels, options=NoisyLabelsOptions)
     register("transfer", build_transfer, options=TransferOptions)
+    register("image_folder", build_image_folder, options=ImageFolderOptions)
+    register("tensors_file", build_tensors_file, options=TensorsFileOptions)
+    register("table_file", build_table_file, options=TableFileOptions)
 
 
 @hookimpl
