@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
+from reweight.core.augment import Augmentation
 from reweight.core.contracts import (
     HiddenStateWatch,
     check_checkpointable,
@@ -33,7 +34,7 @@ from reweight.core.contracts import (
     state_if_any,
     strategy_state,
 )
-from reweight.core.data import BatchSampler, BilevelData
+from reweight.core.data import BilevelData
 from reweight.core.engine_state import EngineState
 from reweight.core.errors import ConfigError
 from reweight.core.evaluation import Evaluation
@@ -43,6 +44,7 @@ from reweight.core.models import BilevelNet, buffers_preserved
 from reweight.core.optimizers import OptimizerSettings, build_optimizer
 from reweight.core.selection import BestState
 from reweight.core.strategy import Strategy
+from reweight.core.streaming import make_sampler
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class TrainSettings:
     target_optimizer: OptimizerSettings | str = OptimizerSettings()
     # builds each optimizer's learning-rate scheduler (None: a constant rate)
     schedule: Callable[[torch.optim.Optimizer], LRScheduler | None] = lambda optimizer: None
+    # random crops, flips and transforms of one's own, of the source (and the target) batches
+    augment: Augmentation = Augmentation()
 
 
 def check_placement(model: BilevelNet, data: BilevelData) -> None:
@@ -107,8 +111,11 @@ class Engine(Evaluation, EngineState):
                                                 settings.target_optimizer, settings.momentum, 0.0, "target_optimizer")
         schedulers = (settings.schedule(self.inner_optimizer), settings.schedule(self.target_optimizer))
         self.schedulers = [s for s in schedulers if s is not None]
-        self.source_sampler = BatchSampler(data.source, settings.source_batch_size, seed)
-        self.target_sampler = BatchSampler(data.target, settings.target_batch_size, seed + 1)
+        augment = settings.augment
+        self.source_sampler = make_sampler(data.source, settings.source_batch_size, seed, augment.for_source(),
+                                           "source")
+        self.target_sampler = make_sampler(data.target, settings.target_batch_size, seed + 1, augment.for_target(),
+                                           "target")
         device = data.source.y.device
         self.last_weights = torch.ones(len(data.source), device=device)  # last weight each example trained with
         self.step_count = 0

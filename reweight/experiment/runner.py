@@ -19,7 +19,9 @@ from reweight.core.data import class_labels
 from reweight.core.engine import Engine, TrainSettings
 from reweight.core.errors import ConfigError, ContractError, NumericalError, ReweightError
 from reweight.core.plugins import describe, registry
+from reweight.core.streaming import stream_data
 from reweight.experiment import checkpoint
+from reweight.experiment.augmentation import augmentation, stream_settings
 from reweight.experiment.child_run import SeedResult, blamed, child_name, run_seed
 from reweight.experiment.config import DEFAULT_NAMES, ExperimentConfig, flatten, resolved
 from reweight.experiment.interrupts import Interrupted, stop_on_signal
@@ -65,7 +67,7 @@ def build_engine(config: ExperimentConfig, options: dict[str, BaseModel], seed: 
                               f"class labels (1-d int64); this data set's target labels are {data.target.y.dtype} "
                               f"of shape {tuple(data.target.y.shape)}")
         data = data.hold_out(seed + 7_919, config.selection.fraction, config.selection.per_class)
-    data = data.to(device)
+    data = stream_data(data, config.stream.splits, stream_settings(config.stream)).to(device)
     model = plugins.get("model", config.model.name).factory(options["model"], data).to(device)
     model.restrict_source_labels(data.source_label_mask())
     loss = plugins.get("loss", config.loss.name)
@@ -84,11 +86,12 @@ def build_engine(config: ExperimentConfig, options: dict[str, BaseModel], seed: 
     settings = TrainSettings(**train.model_dump(exclude={"steps", "eval_every", "device", "schedule", "optimizer",
                                                          "target_optimizer"}),
                              optimizer=train.optimizer.settings(), target_optimizer=train.target_optimizer.settings(),
-                             schedule=schedule)
+                             schedule=schedule, augment=augmentation(config.augment))
     try:
         return Engine(model, strategy, hypergradient, data, settings, seed)
     except ContractError as error:
         raise blamed(error, config) from None
+
 
 
 def summary_keys(metrics: dict[str, float]) -> list[str]:
