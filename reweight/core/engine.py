@@ -20,7 +20,7 @@ A strategy may also let the target loss train θ directly (``representation_targ
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch.optim.lr_scheduler import LRScheduler
@@ -64,7 +64,7 @@ class TrainSettings:
     # builds each optimizer's learning-rate scheduler (None: a constant rate)
     schedule: Callable[[torch.optim.Optimizer], LRScheduler | None] = lambda optimizer: None
     # random crops, flips and transforms of one's own, of the source (and the target) batches
-    augment: Augmentation = Augmentation()
+    augment: Augmentation = field(default_factory=Augmentation)
 
 
 def check_placement(model: BilevelNet, data: BilevelData) -> None:

@@ -64,7 +64,8 @@ def read_labels(dataset: Dataset, where: str, workers: int) -> tuple[torch.Tenso
     if hasattr(dataset, "targets") and not meta:
         return torch.as_tensor(dataset.targets), {}
     labels, columns = [], {}
-    loader = DataLoader(dataset, batch_size=256, num_workers=workers, collate_fn=_labels_of)
+    loader = DataLoader(dataset, batch_size=256, num_workers=workers, collate_fn=_labels_of,
+                        generator=torch.Generator().manual_seed(0))  # torch's global RNG untouched
     for y, meta in loader:
         labels.extend(y)
         for key, values in meta.items():
@@ -171,9 +172,12 @@ class StreamedSplit:
     def loader(self, keyed: KeyedDataset, batch_sampler: Any) -> DataLoader:
         settings = self.settings
         workers = settings.workers
+        # a generator of its own: a loader's iterator otherwise draws its workers' base seed from
+        # torch's global RNG, which the run's checkpoints restore (the augmentation needs no seed)
         return DataLoader(keyed, batch_sampler=batch_sampler, num_workers=workers, collate_fn=_as_is,
                           pin_memory=settings.pin_memory and self.device.type == "cuda",
-                          prefetch_factor=settings.prefetch if workers else None)
+                          prefetch_factor=settings.prefetch if workers else None,
+                          generator=torch.Generator().manual_seed(0))
 
 
 def _as_is(batch: Any) -> Any:
