@@ -14,6 +14,7 @@ from reweight.core.hypergrad import Hypergradient, HypergradientProblem, Hypergr
 from reweight.core.models import BilevelNet, buffers_preserved
 from reweight.core.plugins import NoOptions, hookimpl, register, registry
 from reweight.core.strategy import Strategy
+from reweight.core.streaming import StreamedSplit, from_datasets
 
 __version__ = "0.1.0"
 
@@ -69,12 +70,14 @@ __all__ = [
     "RunResult",
     "Split",
     "Strategy",
+    "StreamedSplit",
     "TrainSettings",
     "Unrolled",
     "UnrolledOptions",
     "WeightGradient",
     "bilevel",
     "buffers_preserved",
+    "from_datasets",
     "hookimpl",
     "register",
     "registry",

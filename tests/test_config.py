@@ -176,9 +176,13 @@ def test_the_train_section_defaults_are_the_engines():
 
     engine, config = TrainSettings(), TrainConfig()
     optimizers = ("optimizer", "target_optimizer")
-    shared = [field.name for field in fields(TrainSettings) if field.name not in ("schedule", *optimizers)]
+    shared = [field.name for field in fields(TrainSettings) if field.name not in ("schedule", "augment", *optimizers)]
     assert shared and all(getattr(config, name) == getattr(engine, name) for name in shared)
     assert all(getattr(config, name).settings() == getattr(engine, name) for name in optimizers)
+    from reweight.experiment.augmentation import augmentation
+    from reweight.experiment.config import AugmentConfig
+
+    assert augmentation(AugmentConfig()) == engine.augment  # the augment section's defaults: none
 
 
 @pytest.mark.parametrize("section", ["strategy", "hypergrad", "model"])

@@ -113,6 +113,8 @@ RUNS = {
     "svhn_mnist.yaml": ["data.target.per_class=3"],
     "fashion_mnist_mnist.yaml": ["data.target.per_class=3"],
     "cifar10_noisy.yaml": ["data.target_per_class=3", "train.target_batch_size=8"],
+    "cifar10_augmented.yaml": ["data.target_per_class=3", "train.target_batch_size=8", "stream.splits=[source]",
+                               "stream.workers=0"],
     "mnist_noisy.yaml": ["data.target_per_class=3"],
     "fashion_mnist_noisy.yaml": ["data.target_per_class=3"],
 }

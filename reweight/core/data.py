@@ -1,4 +1,5 @@
-"""Data held as whole tensors on the training device; batches are index gathers.
+"""Data held as whole tensors on the training device; batches are index gathers. (A set too
+large for that is streamed instead: ``reweight.core.streaming``.)
 
 A bilevel problem has three parts: the weighted *source* set (large, noisy or off-domain),
 the small clean *target* set that trains the weights, and a held-out *test* set of the
@@ -13,6 +14,7 @@ from typing import Any
 
 import torch
 
+from reweight.core.augment import Augmentation, example_keys
 from reweight.core.errors import DataError
 
 
@@ -63,6 +65,16 @@ class Split:
     def all(self) -> Batch:
         """The whole set as one batch; its tensors are the set's own, not a copy (read them only)."""
         return Batch(self.x, self.y, torch.arange(len(self), device=self.y.device), dict(self.meta))
+
+    streamed = False  # whether batches are read through a DataLoader (``StreamedSplit``)
+
+    def subset(self, index: torch.Tensor) -> Split:
+        batch = self.gather(index)
+        return Split(batch.x, batch.y, batch.meta, self.categories)
+
+    def sample_inputs(self) -> torch.Tensor:
+        """Inputs to infer a model's shapes and input scaling from: all of them, here."""
+        return self.x
 
     def to(self, device: torch.device | str) -> Split:
         return replace(
@@ -131,12 +143,7 @@ class BilevelData:
         chosen[torch.cat(held)] = True
         keep = (~chosen).nonzero().flatten().to(self.target.y.device)
         out = chosen.nonzero().flatten().to(self.target.y.device)
-
-        def part(index: torch.Tensor) -> Split:
-            batch = self.target.gather(index)
-            return Split(batch.x, batch.y, batch.meta, self.target.categories)
-
-        return replace(self, target=part(keep), validation=part(out))
+        return replace(self, target=self.target.subset(keep), validation=self.target.subset(out))
 
     @classmethod
     def from_tensors(cls, source: tuple, target: tuple, test: tuple | None = None,
@@ -181,43 +188,63 @@ class BatchSampler:
     """Endless shuffled batches (without replacement within an epoch), reproducible by seed.
 
     A batch size of ``None`` or at least the set's size yields the whole set every time,
-    which is how SOSELETO uses its small target set.
+    which is how SOSELETO uses its small target set; each such draw is an epoch of its own.
+    ``augment`` transforms every batch drawn, keyed by (seed, epoch, index)
+    (``reweight.core.augment``), so that ``peek`` and ``next`` see the same augmented batch.
     """
 
-    def __init__(self, split: Split, batch_size: int | None, seed: int) -> None:
+    def __init__(self, split: Split, batch_size: int | None, seed: int, augment: Augmentation | None = None) -> None:
         self.split = split
         self.full = batch_size is None or batch_size >= len(split)
         self.batch_size = len(split) if self.full else batch_size
+        self.seed = seed
+        self.augment = augment
         self.generator = torch.Generator().manual_seed(seed)
         self._order = torch.empty(0, dtype=torch.long)
         self._cursor = 0
+        self.epoch = 0  # epochs begun; the augmentation's key
         # a copy: the batch goes to the model, which may change its input in place
-        self._whole = split.gather(torch.arange(len(split), device=split.y.device)) if self.full else None
+        self._whole = None
+        if self.full and augment is None and not split.streamed:
+            self._whole = split.gather(torch.arange(len(split), device=split.y.device))
 
     def peek(self, n: int) -> list[Batch]:
         """The next ``n`` batches, without consuming them (for multi-step look-aheads)."""
         if self._whole is not None:
             return [self._whole] * n
-        saved = self.generator.get_state(), self._order, self._cursor
+        saved = self.state_dict()
         batches = [self.next() for _ in range(n)]
-        state, self._order, self._cursor = saved
-        self.generator.set_state(state)
+        self.load_state_dict(saved)
         return batches
 
     def state_dict(self) -> dict[str, Any]:
-        """Where the sampler stands: the RNG, this epoch's order and the cursor in it."""
-        return {"generator": self.generator.get_state(), "order": self._order.clone(), "cursor": self._cursor}
+        """Where the sampler stands: the RNG, this epoch's order, the cursor in it, the epoch."""
+        return {"generator": self.generator.get_state(), "order": self._order.clone(), "cursor": self._cursor,
+                "epoch": self.epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
         self._order, self._cursor = state["order"].clone(), state["cursor"]
+        self.epoch = state.get("epoch", 0)  # none in checkpoints from before augmentation
+
+    def draw(self) -> tuple[int, torch.Tensor]:
+        """Advance by one batch: its epoch and the indices of its examples (on the CPU)."""
+        if self.full:
+            self.epoch += 1
+            return self.epoch, torch.arange(len(self.split))
+        if self._cursor + self.batch_size > len(self._order):
+            self._order = torch.randperm(len(self.split), generator=self.generator)
+            self._cursor = 0
+            self.epoch += 1
+        index = self._order[self._cursor : self._cursor + self.batch_size]
+        self._cursor += self.batch_size
+        return self.epoch, index
 
     def next(self) -> Batch:
         if self._whole is not None:
             return self._whole
-        if self._cursor + self.batch_size > len(self._order):
-            self._order = torch.randperm(len(self.split), generator=self.generator)
-            self._cursor = 0
-        index = self._order[self._cursor : self._cursor + self.batch_size]
-        self._cursor += self.batch_size
-        return self.split.gather(index)
+        epoch, index = self.draw()
+        batch = self.split.gather(index)
+        if self.augment is not None:
+            batch.x = self.augment(batch.x, example_keys(self.seed, epoch, batch.index))
+        return batch

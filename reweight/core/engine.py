@@ -25,11 +25,12 @@ A strategy may also let the target loss train θ directly (``representation_targ
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
+from reweight.core.augment import Augmentation
 from reweight.core.contracts import (
     HiddenStateWatch,
     check_checkpointable,
@@ -38,7 +39,7 @@ from reweight.core.contracts import (
     state_if_any,
     strategy_state,
 )
-from reweight.core.data import BatchSampler, BilevelData
+from reweight.core.data import BilevelData
 from reweight.core.distributed import SINGLE, DataParallel, check_shardable
 from reweight.core.engine_state import EngineState
 from reweight.core.errors import ConfigError
@@ -50,6 +51,7 @@ from reweight.core.optimizers import OptimizerSettings, build_optimizer
 from reweight.core.selection import BestState
 from reweight.core.sharded_strategy import ShardedStrategy
 from reweight.core.strategy import Strategy
+from reweight.core.streaming import make_sampler
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ class TrainSettings:
     target_optimizer: OptimizerSettings | str = OptimizerSettings()
     # builds each optimizer's learning-rate scheduler (None: a constant rate)
     schedule: Callable[[torch.optim.Optimizer], LRScheduler | None] = lambda optimizer: None
+    # random crops, flips and transforms of one's own, of the source (and the target) batches
+    augment: Augmentation = field(default_factory=Augmentation)
 
 
 def check_placement(model: BilevelNet, data: BilevelData) -> None:
@@ -117,8 +121,11 @@ class Engine(Evaluation, EngineState):
                                                 settings.target_optimizer, settings.momentum, 0.0, "target_optimizer")
         schedulers = (settings.schedule(self.inner_optimizer), settings.schedule(self.target_optimizer))
         self.schedulers = [s for s in schedulers if s is not None]
-        self.source_sampler = BatchSampler(data.source, settings.source_batch_size, seed)
-        self.target_sampler = BatchSampler(data.target, settings.target_batch_size, seed + 1)
+        augment = settings.augment
+        self.source_sampler = make_sampler(data.source, settings.source_batch_size, seed, augment.for_source(),
+                                           "source")
+        self.target_sampler = make_sampler(data.target, settings.target_batch_size, seed + 1, augment.for_target(),
+                                           "target")
         check_shardable(parallel, data, self.source_sampler.batch_size, self.target_sampler.batch_size)
         # every rank starts from rank 0's model (the same seed built the same one: this is a guard)
         parallel.broadcast_([*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())])

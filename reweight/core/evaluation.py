@@ -39,10 +39,14 @@ class Evaluation:
         source = self.data.source
         everything = source.all()
         losses = None
-        if self.strategy.weights_need_losses:
-            chunks = everything.index.split(4096)  # one forward over a whole image set would hold all activations
-            losses = torch.cat([self.model.source_losses(source.gather(chunk)) for chunk in chunks])
-        weights = self.strategy.weights(everything, losses)
+        if self.strategy.weights_need_losses and source.streamed:  # batch by batch, as read
+            parts = [self.strategy.weights(batch, self.model.source_losses(batch)) for batch in source.batches()]
+            weights = None if any(part is None for part in parts) else torch.cat(parts)
+        else:
+            if self.strategy.weights_need_losses:
+                chunks = everything.index.split(4096)  # one forward over a whole image set would hold all activations
+                losses = torch.cat([self.model.source_losses(source.gather(chunk)) for chunk in chunks])
+            weights = self.strategy.weights(everything, losses)
         check_weights(weights, everything, "weights()", first=False, optional=True)
         self._weights = self.last_weights.clone() if weights is None else weights.float()
         return self._weights.clone()
@@ -52,17 +56,16 @@ class Evaluation:
         self.check_finite()
         model, data = self.model, self.data
         model.eval()
-        target = data.target.all()
         metrics = {}
-        if class_labels(target.y):  # other targets (multi-label, for a loss of one's own) have no accuracy
-            metrics["test_accuracy"] = accuracy(model.predict_target(data.test.x), data.test.y)
-            metrics["target_accuracy"] = accuracy(model.predict_target(target.x), target.y)
-        metrics["target_loss"] = model.target_loss(target).item()
-        if data.validation is not None:
-            held = data.validation.all()
-            if class_labels(held.y):
-                metrics["val_accuracy"] = accuracy(model.predict_target(held.x), held.y)
-            metrics["val_loss"] = model.target_loss(held).item()
+        for name, split, loss in (("test", data.test, False), ("target", data.target, True),
+                                  ("val", data.validation, True)):
+            if split is None:
+                continue
+            correct, mean_loss = self.scores(split, loss)
+            if correct is not None:  # other targets (multi-label, for a loss of one's own) have no accuracy
+                metrics[f"{name}_accuracy"] = correct
+            if mean_loss is not None:
+                metrics[f"{name}_loss"] = mean_loss
         weights = self.source_weights()
         if not bool(torch.isfinite(weights).all()):
             raise NumericalError(f"a source weight is NaN or infinite at step {self.step_count}")
@@ -72,3 +75,21 @@ class Evaluation:
         if bad:
             raise NumericalError(f"non-finite {', '.join(bad)} at step {self.step_count}")
         return metrics
+
+    def scores(self, split, loss: bool) -> tuple[float | None, float | None]:
+        """Accuracy (None without class labels) and, if ``loss``, the mean target loss over a
+        split: at once for an in-memory split, batch by batch for a streamed one."""
+        model, labelled = self.model, class_labels(split.y)
+        if not split.streamed:
+            whole = split.all()
+            correct = accuracy(model.predict_target(whole.x), whole.y) if labelled else None
+            return correct, model.target_loss(whole).item() if loss else None
+        hits = torch.zeros((), device=split.y.device)
+        total = torch.zeros((), device=split.y.device)
+        for batch in split.batches():  # sums on the device: one host sync per split
+            logits = model.logits(batch.x, "target_head")
+            if labelled:
+                hits += (logits.argmax(1) == batch.y).sum()
+            if loss:
+                total += model.example_loss.mean(logits, batch).double() * len(batch)
+        return (hits / len(split)).item() if labelled else None, (total / len(split)).item() if loss else None

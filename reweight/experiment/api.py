@@ -1,7 +1,8 @@
 """``reweight.run``: an experiment from Python objects, through the same validation, MLflow
 tracking, checkpoints, resume and sweeps as ``reweight run``.
 
-A config is a dict, a YAML path or an ``ExperimentConfig``. The data (a ``BilevelData``) and
+A config is a dict, a YAML path or an ``ExperimentConfig``. The data (a ``BilevelData``, whose
+splits may be streamed ``Dataset`` objects: ``reweight.from_datasets``) and
 the model (any ``nn.Module``, or a ``BilevelNet``) may be objects instead of registered names:
 they are registered for this process under the names ``python_data`` and ``python_model``, so
 a config and its MLflow params still say what ran.
@@ -10,7 +11,7 @@ a config and its MLflow params still say what ran.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from reweight.core.data import BilevelData
 from reweight.core.errors import ConfigError
 from reweight.core.models import BilevelNet
 from reweight.core.plugins import register
-from reweight.experiment import runner, sweep
+from reweight.experiment import augmentation, runner, sweep
 from reweight.experiment.child_run import SeedResult
 from reweight.experiment.config import ExperimentConfig
 from reweight.experiment.config_file import load_raw
@@ -116,22 +117,28 @@ def model_factory(model: nn.Module, wrapped: list[WrappedNet]):
         else:
             net = bilevel(module, options.head, options.target, data.target_classes)
             wrapped.append(net)
-        check_features(net.to(data.source.x.device), data.source.x)
+        check_features(net.to(data.source.y.device), data.source.sample_inputs()[:2].to(data.source.y.device))
         return net
 
     return build
 
 
 def run(config: dict | str | Path | ExperimentConfig, *, data: BilevelData | None = None,
-        model: nn.Module | None = None, overrides: Sequence[str] = (), resume: bool | str = False,
-        console: Console | None = None) -> Result:
+        model: nn.Module | None = None, transforms: Sequence[Callable] = (), overrides: Sequence[str] = (),
+        resume: bool | str = False, console: Console | None = None) -> Result:
     """Run an experiment; see the "Using reweight from Python" page of the docs.
 
     ``data`` and ``model`` stand for the config's ``data`` and ``model`` sections (which may then
-    be left out; a ``model`` section may still give ``head`` and ``target``). ``overrides`` are
-    ``--set`` strings. ``resume``: as ``reweight run --resume`` (True) or a parent run id.
+    be left out; a ``model`` section may still give ``head`` and ``target``). ``transforms``:
+    augmentations of your own, callables ``(x, keys) -> x``, applied after the config's
+    ``augment`` crop and flip. ``overrides`` are ``--set`` strings. ``resume``: as
+    ``reweight run --resume`` (True) or a parent run id.
     """
     raw = raw_config(config)
+    if transforms:
+        section = raw.get("augment") if isinstance(raw.get("augment"), dict) else {}
+        raw["augment"] = {**section, "transforms": [*section.get("transforms", []),
+                                                    *(augmentation.name_of(t) for t in transforms)]}
     wrapped: list[WrappedNet] = []
     if data is not None:
         if not isinstance(data, BilevelData):

@@ -209,6 +209,31 @@ class SelectionConfig(BaseModel):
         return self.fraction is not None or self.per_class is not None
 
 
+class StreamConfig(BaseModel):
+    """Which splits are read through a ``torch.utils.data.DataLoader`` instead of held whole on
+    the device, and how (a data set whose splits are Datasets is always streamed)."""
+
+    model_config = ConfigDict(extra="forbid")
+    splits: list[Literal["source", "target", "test"]] = Field(
+        default=[], description="Splits streamed (validation goes with target); [] keeps in-memory sets in memory.")
+    workers: int = Field(2, ge=0, description="DataLoader worker processes (0: read in the training process).")
+    pin_memory: bool = Field(True, description="Pin host memory for faster copies to a CUDA device.")
+    prefetch: int = Field(2, ge=1, description="Batches each worker prepares ahead.")
+    eval_batch_size: int = Field(1024, ge=1, description="Batch size of evaluation passes over streamed splits.")
+
+
+class AugmentConfig(BaseModel):
+    """Random crops and flips (the CIFAR recipe) and transforms of one's own, applied to the
+    source batches (and the target's): on the device in memory, in the workers when streamed."""
+
+    model_config = ConfigDict(extra="forbid")
+    crop_padding: int = Field(0, ge=0, description="Pad by this many zero pixels, crop back at a random offset (0: none).")
+    flip: bool = Field(False, description="Mirror images left-right with probability 1/2.")
+    transforms: list[Annotated[str, Field(pattern=r"^[\w.]+:[\w.<>]+$")]] = Field(
+        default=[], description="Your own transforms, 'package.module:function', each (x, keys) -> x, after crop and flip.")
+    target: bool = Field(False, description="Augment the target batches too.")
+
+
 # the default plugin of each component section that has one
 DEFAULT_NAMES = {"model": "mlp", "strategy": "soseleto", "granularity": "per_sample", "hypergrad": "one_step",
                  "loss": "cross_entropy"}
@@ -237,6 +262,8 @@ class ExperimentConfig(BaseModel):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    stream: StreamConfig = Field(default_factory=StreamConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
     @field_validator("seeds", mode="before")
     @classmethod

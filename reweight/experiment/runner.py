@@ -22,7 +22,9 @@ from reweight.core.distributed import SINGLE, DataParallel
 from reweight.core.engine import Engine, TrainSettings
 from reweight.core.errors import ConfigError, ContractError, NumericalError, ReweightError
 from reweight.core.plugins import describe, registry
+from reweight.core.streaming import stream_data
 from reweight.experiment import checkpoint
+from reweight.experiment.augmentation import augmentation, stream_settings
 from reweight.experiment.child_run import SeedResult, blamed, child_name, run_seed
 from reweight.experiment.config import DEFAULT_NAMES, ExperimentConfig, flatten, resolved
 from reweight.experiment.interrupts import AgreedStop, Interrupted, stop_on_signal
@@ -81,7 +83,7 @@ def build_engine(config: ExperimentConfig, options: dict[str, BaseModel], seed: 
                               f"class labels (1-d int64); this data set's target labels are {data.target.y.dtype} "
                               f"of shape {tuple(data.target.y.shape)}")
         data = data.hold_out(seed + 7_919, config.selection.fraction, config.selection.per_class)
-    data = data.to(device)
+    data = stream_data(data, config.stream.splits, stream_settings(config.stream)).to(device)
     model = plugins.get("model", config.model.name).factory(options["model"], data).to(device)
     model.restrict_source_labels(data.source_label_mask())
     loss = plugins.get("loss", config.loss.name)
@@ -100,11 +102,12 @@ def build_engine(config: ExperimentConfig, options: dict[str, BaseModel], seed: 
     settings = TrainSettings(**train.model_dump(exclude={"steps", "eval_every", "device", "schedule", "optimizer",
                                                          "target_optimizer"}),
                              optimizer=train.optimizer.settings(), target_optimizer=train.target_optimizer.settings(),
-                             schedule=schedule)
+                             schedule=schedule, augment=augmentation(config.augment))
     try:
         return Engine(model, strategy, hypergradient, data, settings, seed, parallel)
     except ContractError as error:
         raise blamed(error, config) from None
+
 
 
 def summary_keys(metrics: dict[str, float]) -> list[str]:

@@ -32,10 +32,12 @@ from pydantic import BaseModel
 
 from reweight.core.errors import ConfigError
 from reweight.experiment.config import (
+    AugmentConfig,
     ExperimentConfig,
     OptimizerConfig,
     ScheduleConfig,
     SelectionConfig,
+    StreamConfig,
     name_key,
     resolved,
     validate,
@@ -51,6 +53,8 @@ DEFAULTS_LEFT_OUT = {
     ("train", "target_optimizer"): OptimizerConfig().model_dump(mode="json"),
     ("loss",): {"name": "cross_entropy", "label_smoothing": 0.0},
     ("selection",): SelectionConfig().model_dump(mode="json"),
+    ("stream",): StreamConfig().model_dump(mode="json"),
+    ("augment",): AugmentConfig().model_dump(mode="json"),
 }
 NOT_SWEPT = {"name": "it names the whole experiment", "seeds": "list them in `seeds`",
              "sweep": "a sweep cannot sweep itself", "tracking": "all combinations log to one experiment",

@@ -99,8 +99,12 @@ def feature_groups(source: Split, k: int, features: str, model: BilevelNet | Non
             raise ConfigError("granularity.features: 'model' needs the model; use features: input")
         was_training = model.training
         model.eval()
-        points = torch.cat([model.features(part) for part in source.x.split(4096)])
+        parts = source.batches(4096) if source.streamed else source.x.split(4096)
+        points = torch.cat([model.features(part.x if source.streamed else part) for part in parts])
         model.train(was_training)
+    elif source.streamed:
+        raise ConfigError("granularity.features: 'input' clusters the whole inputs tensor, which a streamed source "
+                          "does not hold; use features: model")
     else:
         points = source.x
     return kmeans(points, k, seed=torch.initial_seed()), [f"cluster_{c}" for c in range(k)]

@@ -39,14 +39,14 @@ class DigitsOptions(BaseModel):
 
 
 def build_digits(options: DigitsOptions, data: BilevelData) -> BilevelNet:
-    channels = data.source.x.shape[1]
+    channels = data.source.sample_inputs().shape[1]
     first, second = options.channels
     convs = nn.Sequential(
         nn.Conv2d(channels, first, 5), nn.MaxPool2d(2), nn.ReLU(),
         nn.Conv2d(first, second, 5), nn.MaxPool2d(2), nn.ReLU(),
         nn.Flatten(),
     )
-    width = _flat_size(convs, data.source.x)
+    width = _flat_size(convs, data.source.sample_inputs())
     fully: list[nn.Module] = []
     for hidden in options.hidden:
         fully += [nn.Linear(width, hidden), nn.ReLU()]
@@ -61,13 +61,13 @@ class CifarQuickOptions(BaseModel):
 
 
 def build_cifar10_quick(options: CifarQuickOptions, data: BilevelData) -> BilevelNet:
-    channels = data.source.x.shape[1]
+    channels = data.source.sample_inputs().shape[1]
     convs = nn.Sequential(
         nn.Conv2d(channels, 32, 5, padding=2), nn.MaxPool2d(3, 2, ceil_mode=True), nn.ReLU(),
         nn.Conv2d(32, 32, 5, padding=2), nn.ReLU(), nn.AvgPool2d(3, 2, ceil_mode=True),
         nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.AvgPool2d(3, 2, ceil_mode=True),
         nn.Flatten(),
     )
-    width = _flat_size(convs, data.source.x)
+    width = _flat_size(convs, data.source.sample_inputs())
     return build_heads(nn.Sequential(*input_layers(data), *convs, nn.Linear(width, options.fc)), options.fc, data,
                        options.shared_head)

@@ -44,7 +44,8 @@ class InputScale(nn.Module):
 
 def input_layers(data: BilevelData) -> list[nn.Module]:
     """``[InputScale]`` for uint8 images, nothing for inputs that are already floats."""
-    return [InputScale.fit(data.source.x)] if data.source.x.dtype == torch.uint8 else []
+    inputs = data.source.sample_inputs()  # the whole set in memory, a sample of a streamed one
+    return [InputScale.fit(inputs)] if inputs.dtype == torch.uint8 else []
 
 
 def build_heads(representation: nn.Module, width: int, data: BilevelData, shared: bool = False) -> BilevelNet:

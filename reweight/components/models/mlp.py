@@ -20,7 +20,7 @@ def build_mlp(options: MLPOptions, data: BilevelData) -> BilevelNet:
     """A tanh MLP on flat inputs: the representation is every hidden layer, heads are linear.
     uint8 images are scaled and standardised first (``InputScale``)."""
     layers: list[nn.Module] = [*input_layers(data), nn.Flatten()]
-    width = data.source.x[0].numel()
+    width = data.source.sample_inputs()[0].numel()
     for hidden in options.hidden:
         layers += [nn.Linear(width, hidden), nn.Tanh()]
         width = hidden
