@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import statistics
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -159,7 +160,8 @@ def parent_name(plan: Plan) -> str:
     return name if len(name) <= MAX_RUN_NAME else name[:MAX_RUN_NAME - 3] + "..."
 
 
-def run(plan: Plan, console: Console, resume: bool | str = False, keep_engines: bool = False) -> list[SeedResult]:
+def run(plan: Plan, console: Console, resume: bool | str = False, keep_engines: bool = False,
+        parallel: Callable[..., tuple[list[SeedResult], list[str]]] | None = None) -> list[SeedResult]:
     """Every combination of the plan for every seed: one parent run, one child run each.
 
     ``resume``: True continues the newest unfinished parent run of the same plan (a new one
@@ -167,7 +169,9 @@ def run(plan: Plan, console: Console, resume: bool | str = False, keep_engines: 
     unfinished ones continue from their checkpoint, missing ones start. A child run that
     diverges (NaN) fails alone; the others still run, and the command fails at the end.
     ``keep_engines``: each result keeps its trained engine (for the Python API; the command
-    line drops them, as a sweep's engines together may not fit in memory)."""
+    line drops them, as a sweep's engines together may not fit in memory). ``parallel``: trains
+    the child runs instead of the serial loop and returns them in plan order, with the names of
+    those that diverged (``workers.launcher``)."""
     first = plan.combinations[0]
     engine = combination_engine(plan, first, plan.seeds[0])  # data/size problems before any run exists
     folder = Path(first.config.checkpoint.dir).absolute()
@@ -201,7 +205,14 @@ def run(plan: Plan, console: Console, resume: bool | str = False, keep_engines: 
             stack.enter_context(checkpoint.exclusive(folder / f"{parent_id}.lock"))
             tracker.text(yaml.safe_dump(plan.raw, sort_keys=False), PLAN_FILE)
         try:
-            for combination in plan.combinations:
+            if parallel is not None:
+                engine = None  # each worker builds its own
+                trained, diverged = parallel(plan, tracker, parent_id, children, stop, progress, console)
+                for combination in plan.combinations:
+                    mine = [result for result in trained if result.combination is combination]
+                    results.extend(mine)
+                    summarize_seeds(tracker, plan, combination, mine, console, parent_id)
+            for combination in plan.combinations if parallel is None else ():
                 mine: list[SeedResult] = []
                 for seed in plan.seeds:
                     ready, engine = engine, None  # the engine built up front is the first child's only
