@@ -39,8 +39,8 @@ def write(folder: Path, path: str = "strategy.name", values: str = "[soseleto, u
 
 def cli(folder: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
-    return subprocess.run([sys.executable, "-m", "reweight.cli", *args], cwd=folder, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "reweight.cli", *args], cwd=folder, env=env, check=False,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def children(folder: Path) -> dict[str, tuple[str, dict[str, float], str]]:
