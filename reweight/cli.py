@@ -82,8 +82,27 @@ def command_run(args: argparse.Namespace) -> int:
     for problem in registry().problems:
         print(f"warning: {problem}", file=sys.stderr)
     plan = sweep.expand(load_raw(args.config), args.overrides)
-    runner.run(plan, console, resume=args.resume)
+    runner.run(plan, console, resume=args.resume, pool=launcher(args.workers))
     return 0
+
+
+def launcher(workers: int):
+    """None (the serial loop) for one worker, else the process pool's entry point."""
+    if workers == 1:
+        return None
+    from reweight.experiment import workers as pool
+
+    return pool.launcher(workers)
+
+
+def worker_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of processes, at least 1, got {text!r}")
+    return value
 
 
 def command_resume(args: argparse.Namespace) -> int:
@@ -91,7 +110,7 @@ def command_resume(args: argparse.Namespace) -> int:
     from reweight.experiment.tracking import resumable
 
     raw, parent_id = resumable(args.run_id)
-    runner.run(sweep.expand(raw), make_console(), resume=parent_id)
+    runner.run(sweep.expand(raw), make_console(), resume=parent_id, pool=launcher(args.workers))
     return 0
 
 
@@ -287,11 +306,16 @@ def parser() -> argparse.ArgumentParser:
                           "(a new run if there is none)")
     nproc_help = "train data-parallel on N processes on this machine (torchrun's --nproc-per-node N)"
     run.add_argument("--nproc", type=positive, metavar="N", help=nproc_help)
+    run.add_argument("--workers", type=worker_count, default=1, metavar="N",
+                     help="train N child runs at once, in N processes (one per GPU when there are GPUs, "
+                          "else a share of the CPU cores); default 1, one after another")
     run.set_defaults(handler=command_run)
 
     resume = commands.add_parser("resume", help="continue an interrupted run from its checkpoints")
     resume.add_argument("run_id", help="the parent run id `reweight run` printed (or one of its child runs)")
     resume.add_argument("--nproc", type=positive, metavar="N", help=nproc_help)
+    resume.add_argument("--workers", type=worker_count, default=1, metavar="N",
+                        help="train N of the remaining child runs at once (as `reweight run --workers`)")
     resume.set_defaults(handler=command_resume)
 
     data = commands.add_parser("data", help="image sets: where their files go, download them")

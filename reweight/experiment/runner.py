@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import statistics
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -178,7 +179,8 @@ def parent_name(plan: Plan) -> str:
     return name if len(name) <= MAX_RUN_NAME else name[:MAX_RUN_NAME - 3] + "..."
 
 
-def run(plan: Plan, console: Console, resume: bool | str = False, keep_engines: bool = False) -> list[SeedResult]:
+def run(plan: Plan, console: Console, resume: bool | str = False, keep_engines: bool = False,
+        pool: Callable[..., tuple[list[SeedResult], list[str]]] | None = None) -> list[SeedResult]:
     """Every combination of the plan for every seed: one parent run, one child run each.
 
     ``resume``: True continues the newest unfinished parent run of the same plan (a new one
@@ -186,21 +188,27 @@ def run(plan: Plan, console: Console, resume: bool | str = False, keep_engines: 
     unfinished ones continue from their checkpoint, missing ones start. A child run that
     diverges (NaN) fails alone; the others still run, and the command fails at the end.
     ``keep_engines``: each result keeps its trained engine (for the Python API; the command
-    line drops them, as a sweep's engines together may not fit in memory).
+    line drops them, as a sweep's engines together may not fit in memory). ``pool``: trains
+    the child runs instead of the serial loop, in worker processes, and returns them in plan
+    order, with the names of those that diverged (``workers.launcher``).
 
     Under ``torchrun`` every rank runs this with the same plan: the ranks train each child run
     together (``reweight.core.distributed``), and only rank 0 writes (MLflow, checkpoints,
-    files, the console)."""
+    files, the console). A pool of workers and several ranks do not mix."""
     first = plan.combinations[0]
     device = rank_device(first.config.train.device)
     with distributed.joined(first.config.distributed.backend, device) as parallel:
         if not parallel.leader:
             console = Console(quiet=True)
-        return run_ranks(plan, console, resume, keep_engines, parallel)
+        if pool is not None and not parallel.single:
+            raise ConfigError("--workers trains child runs side by side in one process each; it cannot run "
+                              "under torchrun or --nproc (use one or the other)")
+        return run_ranks(plan, console, resume, keep_engines, parallel, pool)
 
 
 def run_ranks(plan: Plan, console: Console, resume: bool | str, keep_engines: bool,
-              parallel: DataParallel) -> list[SeedResult]:
+              parallel: DataParallel, pool: Callable[..., tuple[list[SeedResult], list[str]]] | None = None,
+              ) -> list[SeedResult]:
     """``run`` on this process's rank."""
     first = plan.combinations[0]
     engine = combination_engine(plan, first, plan.seeds[0], parallel)  # data/size problems before any run exists
@@ -237,7 +245,14 @@ def run_ranks(plan: Plan, console: Console, resume: bool | str, keep_engines: bo
             stack.enter_context(checkpoint.exclusive(folder / f"{parent_id}.lock"))
             tracker.text(yaml.safe_dump(plan.raw, sort_keys=False), PLAN_FILE)
         try:
-            for combination in plan.combinations:
+            if pool is not None:
+                engine = None  # each worker builds its own
+                trained, diverged = pool(plan, tracker, parent_id, children, stop, progress, console)
+                for combination in plan.combinations:
+                    mine = [result for result in trained if result.combination is combination]
+                    results.extend(mine)
+                    summarize_seeds(tracker, plan, combination, mine, console, parent_id)
+            for combination in plan.combinations if pool is None else ():
                 mine: list[SeedResult] = []
                 for seed in plan.seeds:
                     ready, engine = engine, None  # the engine built up front is the first child's only

@@ -231,6 +231,7 @@ class Tracker:
             raise
         except Exception as error:  # noqa: BLE001 - any backend failure is the same problem to a user
             raise ReweightError(f"cannot use the MLflow tracking store {uri}: {error}") from None
+        self.children_of: str | None = None  # in a worker process: the parent run, not active here
 
     @contextmanager
     def run(self, name: str, config: dict[str, Any], tags: dict[str, Any], nested: bool = False,
@@ -238,7 +239,9 @@ class Tracker:
         """A run holding the config as an artifact and, flattened, as params (unless given);
         ``run_id`` reopens an earlier run instead, as it was. The run ends FINISHED, KILLED
         (interrupted) or FAILED."""
-        run = self.mlflow.start_run(run_id=run_id, run_name=None if run_id else name, nested=nested)
+        parent = self.children_of if nested and run_id is None else None
+        run = self.mlflow.start_run(run_id=run_id, run_name=None if run_id else name, nested=nested,
+                                    parent_run_id=parent)
         try:
             if run_id is None:
                 self.mlflow.set_tags(tags)
