@@ -15,6 +15,7 @@ from reweight.components.hypergradients.unrolled import Unrolled
 from reweight.components.losses import CrossEntropyOptions, build_cross_entropy
 from reweight.components.models.convnets import CifarQuickOptions, DigitsOptions, build_cifar10_quick, build_digits
 from reweight.components.models.mlp import MLPOptions, build_mlp
+from reweight.components.unlabeled import Entropy, PseudoLabel, PseudoLabelOptions, UnlabeledOptions
 from reweight.core.plugins import hookimpl
 
 
@@ -54,3 +55,9 @@ def register_models(register):
 @hookimpl
 def register_losses(register):
     register("cross_entropy", build_cross_entropy, options=CrossEntropyOptions)
+
+
+@hookimpl
+def register_unlabeled(register):
+    register("entropy", Entropy, options=UnlabeledOptions)
+    register("pseudo_label", PseudoLabel, options=PseudoLabelOptions)

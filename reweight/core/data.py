@@ -26,12 +26,14 @@ def class_labels(y: torch.Tensor) -> bool:
 
 @dataclass
 class Batch:
-    """A slice of a data set: inputs, labels, and the examples' indices in that set."""
+    """A slice of a data set: inputs, labels, and the examples' indices in that set. A target
+    batch may carry ``unlabeled`` inputs of the target task beside it (``reweight.core.unlabeled``)."""
 
     x: torch.Tensor
     y: torch.Tensor
     index: torch.Tensor
     meta: dict[str, torch.Tensor] = field(default_factory=dict)
+    unlabeled: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -109,6 +111,7 @@ class BilevelData:
     target_classes: int
     source_tasks: list[SourceTask] = field(default_factory=list)
     validation: Split | None = None  # a part of the target task held out for model selection
+    unlabeled: Split | None = None  # inputs of the target task without labels (its labels are -1)
 
     def source_label_mask(self) -> torch.Tensor | None:
         """(tasks × source_classes) booleans: which labels belong to each task; None for one task."""
@@ -121,8 +124,9 @@ class BilevelData:
 
     def to(self, device: torch.device | str) -> BilevelData:
         validation = self.validation.to(device) if self.validation is not None else None
+        unlabeled = self.unlabeled.to(device) if self.unlabeled is not None else None
         return replace(self, source=self.source.to(device), target=self.target.to(device), test=self.test.to(device),
-                       validation=validation)
+                       validation=validation, unlabeled=unlabeled)
 
     def hold_out(self, seed: int, fraction: float | None = None, per_class: int | None = None) -> BilevelData:
         """The same data with a validation part drawn from the target set, class by class (a

@@ -25,7 +25,7 @@ A strategy may also let the target loss train θ directly (``representation_targ
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch.optim.lr_scheduler import LRScheduler
@@ -127,6 +127,13 @@ class Engine(Evaluation, EngineState):
         self.target_sampler = make_sampler(data.target, settings.target_batch_size, seed + 1, augment.for_target(),
                                            "target")
         check_shardable(parallel, data, self.source_sampler.batch_size, self.target_sampler.batch_size)
+        self.unlabeled_sampler = None  # draws the unlabeled target inputs of each step, if any
+        if data.unlabeled is not None and model.unlabeled_loss is not None:
+            if not parallel.single:
+                raise ConfigError("unlabeled: unlabeled target data is not supported in a data-parallel run yet; "
+                                  "train it in one process")
+            self.unlabeled_sampler = make_sampler(data.unlabeled, model.unlabeled_loss.batch_size, seed + 2, None,
+                                                  "unlabeled")
         # every rank starts from rank 0's model (the same seed built the same one: this is a guard)
         parallel.broadcast_([*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())])
         device = data.source.y.device
@@ -150,6 +157,8 @@ class Engine(Evaluation, EngineState):
         model, strategy, parallel, sharded = self.model, self.strategy, self.parallel, self.sharded
         whole_source = self.source_sampler.next()
         source, target = parallel.shard(whole_source), parallel.shard(self.target_sampler.next())
+        if self.unlabeled_sampler is not None:
+            target = replace(target, unlabeled=self.unlabeled_sampler.next().x)
         model.train()
         strategy.begin_step(self.step_count)
         direct = strategy.representation_target_weight()

@@ -39,6 +39,8 @@ class EngineState:
         }
         if self.best is not None:  # only with model selection, so other checkpoints stay as they were
             state["best"] = self.best.state_dict()
+        if self.unlabeled_sampler is not None:  # likewise, only with unlabeled target data
+            state["unlabeled_sampler"] = self.unlabeled_sampler.state_dict()
         return state
 
     def optimizer_kinds(self) -> list[str]:
@@ -70,6 +72,10 @@ class EngineState:
             if "best" not in state:
                 raise ValueError("it was saved without model selection, this run has it")
             self.best.load_state_dict(state["best"])
+        if self.unlabeled_sampler is not None:
+            if "unlabeled_sampler" not in state:
+                raise ValueError("it was saved without unlabeled target data, this run has it")
+            self.unlabeled_sampler.load_state_dict(state["unlabeled_sampler"])
         self.first_bad_step.fill_(-1)
         self._weights = None
         torch.set_rng_state(state["rng"]["torch"])

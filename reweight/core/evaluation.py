@@ -30,9 +30,10 @@ class Evaluation:
 
     @torch.no_grad()
     def source_weights(self) -> torch.Tensor:
-        """The weight of every source example under the strategy's current state (or the last
-        weight each was trained with, for strategies without standing weights). Computed once per
-        state: the last evaluation and the weights file share one pass over the source set."""
+        """The weight of every source example under the strategy's current state, as the strategy
+        reports them (``Strategy.reported_weights``), or the last weight each was trained with, for
+        strategies without standing weights. Computed once per state: the last evaluation and the
+        weights file share one pass over the source set."""
         if self._weights is not None:
             return self._weights.clone()
         self.model.eval()
@@ -40,13 +41,13 @@ class Evaluation:
         everything = source.all()
         losses = None
         if self.strategy.weights_need_losses and source.streamed:  # batch by batch, as read
-            parts = [self.strategy.weights(batch, self.model.source_losses(batch)) for batch in source.batches()]
+            parts = [self.strategy.reported_weights(batch, self.model.source_losses(batch)) for batch in source.batches()]
             weights = None if any(part is None for part in parts) else torch.cat(parts)
         else:
             if self.strategy.weights_need_losses:
                 chunks = everything.index.split(4096)  # one forward over a whole image set would hold all activations
                 losses = torch.cat([self.model.source_losses(source.gather(chunk)) for chunk in chunks])
-            weights = self.strategy.weights(everything, losses)
+            weights = self.strategy.reported_weights(everything, losses)
         check_weights(weights, everything, "weights()", first=False, optional=True)
         self._weights = self.last_weights.clone() if weights is None else weights.float()
         return self._weights.clone()

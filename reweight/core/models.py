@@ -39,12 +39,18 @@ class BilevelNet(nn.Module):
         self.target_head = source_head if target_head is None else target_head
         self.register_buffer("source_label_mask", None)
         self.use_loss(CrossEntropy() if loss is None else loss)
+        self.unlabeled_loss = None  # the term on a target batch's unlabeled inputs, if any (``use_unlabeled``)
 
     def use_loss(self, loss: Loss | PerExampleLoss) -> None:
         """Score examples with ``loss(logits, batch)``, one loss per example, for both the
         source losses and (as their mean) the target loss. A plain callable is wrapped, never
         registered as a submodule, so the model's parameters and state stay its own."""
         self.example_loss = as_loss(loss)
+
+    def use_unlabeled(self, term) -> None:
+        """Add ``term(logits)`` of a target batch's unlabeled inputs to the target loss
+        (``reweight.core.unlabeled``); like the loss, not a submodule."""
+        self.unlabeled_loss = term
 
     def restrict_source_labels(self, mask: torch.Tensor | None) -> None:
         """Give each source task its own head: ``mask[k]`` marks task k's slice of the source
@@ -98,8 +104,12 @@ class BilevelNet(nn.Module):
         return self.example_loss(logits, batch)
 
     def target_loss(self, batch: Batch, params: Params | None = None) -> torch.Tensor:
-        """Mean target loss L_t, optionally with some parameters replaced by ``params``."""
-        return self.example_loss.mean(self.logits(batch.x, "target_head", params), batch)
+        """Mean target loss L_t, optionally with some parameters replaced by ``params``; plus the
+        unlabeled term on the batch's unlabeled inputs, when both are there."""
+        loss = self.example_loss.mean(self.logits(batch.x, "target_head", params), batch)
+        if batch.unlabeled is not None and self.unlabeled_loss is not None:
+            loss = loss + self.unlabeled_loss(self.logits(batch.unlabeled, "target_head", params))
+        return loss
 
     @torch.no_grad()
     def predict_target(self, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:

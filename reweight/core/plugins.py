@@ -1,6 +1,6 @@
 """Plugins: pluggy hook specs, entry-point discovery, and the registry of components.
 
-Every component kind (strategy, granularity, hypergradient, dataset, model, loss) is registered
+Every component kind (strategy, granularity, hypergradient, dataset, model, loss, unlabeled) is registered
 through a hook that receives a ``register(name, factory, options=...)`` callback, the pattern
 of ``llm`` and datasette. Third-party packages, and the built-in strategies in ``plugins/``,
 expose a module with ``@hookimpl`` functions under the entry-point group ``reweight``:
@@ -26,7 +26,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, RootModel, Validati
 
 PROJECT = "reweight"
 BUILTINS = "reweight"  # the entry point of the built-in components
-KINDS = ("strategy", "granularity", "hypergradient", "dataset", "model", "loss")
+KINDS = ("strategy", "granularity", "hypergradient", "dataset", "model", "loss", "unlabeled")
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
@@ -74,6 +74,11 @@ class HookSpecs:
         """Register per-example losses: ``register(name, build, options=Model)``; ``build(options)``
         returns a callable ``(logits, batch) -> per-example losses`` (see ``reweight.core.losses``)."""
 
+    @hookspec
+    def register_unlabeled(self, register: Callable[..., None]) -> None:
+        """Register unlabeled-target terms: ``register(name, build, options=Model)``; ``build(options)``
+        returns an ``UnlabeledLoss`` (see ``reweight.core.unlabeled``)."""
+
 
 HOOK_OF_KIND = {
     "strategy": "register_strategies",
@@ -82,6 +87,7 @@ HOOK_OF_KIND = {
     "dataset": "register_datasets",
     "model": "register_models",
     "loss": "register_losses",
+    "unlabeled": "register_unlabeled",
 }
 
 

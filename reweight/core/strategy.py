@@ -46,6 +46,11 @@ class Strategy(ABC):
         """The weights currently in force for ``batch`` (no gradient), or ``None`` if the
         strategy has no weights outside an update (e.g. per-batch strategies)."""
 
+    def reported_weights(self, batch: Batch, losses: torch.Tensor | None) -> torch.Tensor | None:
+        """The weights evaluation and the weights file report: those in force, unless a strategy
+        trains with other weights than the ones it learned (a pipeline's later phases)."""
+        return self.weights(batch, losses)
+
     def begin_step(self, step: int) -> None:
         """Called by the engine before each step (0, 1, ...), for strategies with a schedule."""
 

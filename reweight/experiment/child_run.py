@@ -18,6 +18,7 @@ from reweight.experiment import checkpoint
 from reweight.experiment.checkpoint import CheckpointError
 from reweight.experiment.config import SECTIONS, ExperimentConfig, resolved
 from reweight.experiment.interrupts import Interrupted, StopRequest
+from reweight.experiment.pipeline import enter_next_phase, filter_metrics, phase_ends
 from reweight.experiment.sweep import Combination, Plan
 from reweight.experiment.tracking import (
     CHECKPOINT_TAG,
@@ -113,6 +114,7 @@ def run_seed(tracker: Tracker, plan: Plan, combination: Combination, seed: int, 
     say = progress.console.print
 
     def on_eval(step: int, values: dict[str, float]) -> None:
+        values = {**values, **filter_metrics(engine)}
         tracker.metrics(values, step)
         latest.clear()
         latest.update(values)
@@ -161,11 +163,15 @@ def run_seed(tracker: Tracker, plan: Plan, combination: Combination, seed: int, 
             if config.checkpoint.every and step % config.checkpoint.every == 0:
                 save()
 
-        task = progress.add_task(name, total=config.train.steps, completed=engine.step_count)
+        ends = phase_ends(config.train.steps, config.pipeline)
+        task = progress.add_task(name, total=ends[-1], completed=engine.step_count)
         try:
-            engine.fit(config.train.steps, config.train.eval_every, on_eval=on_eval,
-                       progress=lambda advance: progress.advance(task, advance), after_step=after_step,
-                       patience=config.selection.patience)
+            for phase, until in enumerate(ends):
+                if phase > getattr(engine.strategy, "phase", 0):  # a pipeline's next phase begins here
+                    enter_next_phase(engine)
+                engine.fit(until, config.train.eval_every, on_eval=on_eval,
+                           progress=lambda advance: progress.advance(task, advance), after_step=after_step,
+                           patience=config.selection.patience)
             save()
         except ContractError as error:
             raise blamed(error, config) from None

@@ -234,6 +234,32 @@ class AugmentConfig(BaseModel):
     target: bool = Field(False, description="Augment the target batches too.")
 
 
+class PhaseConfig(BaseModel):
+    """One phase after the bilevel phase (``reweight.experiment.pipeline``): ``fine_tune`` trains
+    on the target set alone; ``filter_retrain`` drops the lowest-weighted source examples and
+    trains on the rest (weight 1) and the target set."""
+
+    model_config = ConfigDict(extra="forbid")
+    phase: Literal["fine_tune", "filter_retrain"]
+    steps: int = Field(ge=1, description="Steps of this phase, after the ones before it.")
+    drop_fraction: float | None = Field(None, gt=0, lt=1,
+                                        description="filter_retrain: drop this fraction of the lowest learned weights.")
+    drop_below: float | None = Field(None, description="filter_retrain: drop every example whose learned weight is below this.")
+    restart: bool = Field(True, description="filter_retrain: train a freshly initialised model (false: go on from the current one).")
+    target_weight: float = Field(1.0, ge=0, description="filter_retrain: c, how strongly the target loss also trains θ.")
+
+    @model_validator(mode="after")
+    def _fits_the_phase(self) -> PhaseConfig:
+        filtering = self.phase == "filter_retrain"
+        if filtering and (self.drop_fraction is None) == (self.drop_below is None):
+            raise ValueError("filter_retrain needs one of drop_fraction and drop_below")
+        fields = type(self).model_fields
+        for name in ("drop_fraction", "drop_below", "restart", "target_weight"):
+            if not filtering and getattr(self, name) != fields[name].default:
+                raise ValueError(f"{name} is only for phase: filter_retrain, not phase: {self.phase}")
+        return self
+
+
 # the default plugin of each component section that has one
 DEFAULT_NAMES = {"model": "mlp", "strategy": "soseleto", "granularity": "per_sample", "hypergrad": "one_step",
                  "loss": "cross_entropy"}
@@ -264,6 +290,9 @@ class ExperimentConfig(BaseModel):
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     stream: StreamConfig = Field(default_factory=StreamConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    pipeline: list[PhaseConfig] = Field(default=[], description="Phases after the bilevel phase: fine_tune, filter_retrain.")
+    unlabeled: Annotated[Component, ByName] | None = Field(
+        None, description="A term on unlabeled target examples added to the target loss: entropy, pseudo_label.")
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -273,6 +302,13 @@ class ExperimentConfig(BaseModel):
                 raise ValueError(f"a seed count must be between 1 and {MAX_SEEDS}")
             return list(range(value))
         return value
+
+    @model_validator(mode="after")
+    def _pipeline_without_patience(self) -> ExperimentConfig:
+        if self.pipeline and self.selection.patience is not None:
+            raise ValueError("selection.patience would stop a pipeline before its later phases; leave it out "
+                             "(model selection still reports the best step of the whole run)")
+        return self
 
 
 
@@ -317,19 +353,25 @@ def validate(raw: Any, plugins: Registry | None = None) -> tuple[ExperimentConfi
     plugins = plugins or registry()
     options: dict[str, BaseModel] = {}
     for section, kind in SECTIONS.items():
-        spec: Component = getattr(config, section)
-        try:
-            component = plugins.get(kind, spec.name)
-        except KeyError as error:
-            raise ConfigError(f"{section}.name: {error.args[0]}") from None
-        try:
-            options[section] = validate_options(component.options, spec.raw_options)
-        except ValidationError as error:
-            raise ConfigError(_first_error(error, (section,))) from None
-        except Exception as error:  # noqa: BLE001 - a plugin's validator raised something pydantic does not wrap
-            raise ConfigError(f"{section}: the options of {kind} {spec.name!r} (plugin {component.plugin!r}) "
-                              f"could not be checked ({describe(error)})") from None
+        options[section] = component_options(plugins, section, kind, getattr(config, section))
+    if config.unlabeled is not None:
+        options["unlabeled"] = component_options(plugins, "unlabeled", "unlabeled", config.unlabeled)
     return config, options
+
+
+def component_options(plugins: Registry, section: str, kind: str, spec: Component) -> BaseModel:
+    """The validated options of the component ``spec`` of a config section."""
+    try:
+        component = plugins.get(kind, spec.name)
+    except KeyError as error:
+        raise ConfigError(f"{section}.name: {error.args[0]}") from None
+    try:
+        return validate_options(component.options, spec.raw_options)
+    except ValidationError as error:
+        raise ConfigError(_first_error(error, (section,))) from None
+    except Exception as error:  # noqa: BLE001 - a plugin's validator raised something pydantic does not wrap
+        raise ConfigError(f"{section}: the options of {kind} {spec.name!r} (plugin {component.plugin!r}) "
+                          f"could not be checked ({describe(error)})") from None
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -344,7 +386,9 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 def resolved(config: ExperimentConfig, options: dict[str, BaseModel]) -> dict[str, Any]:
     """The config with every default filled in, as plain data (logged as an artifact)."""
-    data = config.model_dump(mode="json", exclude={*SECTIONS})
-    for section in SECTIONS:
+    # the sections a config may leave out appear only when given, so that other runs log what they always did
+    absent = {name for name in ("unlabeled", "pipeline") if not getattr(config, name)}
+    data = config.model_dump(mode="json", exclude={*SECTIONS, *absent, "unlabeled"})
+    for section in [*SECTIONS, *(["unlabeled"] if config.unlabeled is not None else [])]:
         data[section] = {"name": getattr(config, section).name, **options[section].model_dump(mode="json")}
     return data

@@ -30,12 +30,13 @@ from reweight.experiment.child_run import SeedResult, blamed, child_name, run_se
 from reweight.experiment.config import DEFAULT_NAMES, ExperimentConfig, flatten, resolved
 from reweight.experiment.interrupts import AgreedStop, Interrupted, stop_on_signal
 from reweight.experiment.rank_tracking import tracker_for
+from reweight.experiment.pipeline import PhasedStrategy, total_steps
 from reweight.experiment.schedule import scheduler
 from reweight.experiment.sweep import Combination, Plan, label
 from reweight.experiment.tracking import PLAN_FILE, PLAN_TAG, Tracker, ui_link
 
 SUMMARY_METRICS = ("test_accuracy", "target_loss", "source_loss", "weight_noise_auc", "weight_harmful_auc",
-                   "test_accuracy_at_best", "best_step")
+                   "test_accuracy_at_best", "best_step", "kept_fraction", "kept_corrupted_fraction")
 SUMMARY_PREFIXES = ("weight_group_", "weight_task_")  # per-slot weights, shown when few enough to name
 
 
@@ -93,12 +94,19 @@ def build_engine(config: ExperimentConfig, options: dict[str, BaseModel], seed: 
     except TypeError as error:
         raise ConfigError(f"loss.name: loss {config.loss.name!r} (plugin {loss.plugin!r}) did not build a loss "
                           f"({describe(error)})") from None
+    if config.unlabeled is not None:
+        if data.unlabeled is None:
+            raise ConfigError(f"unlabeled: data set {config.data.name!r} has no unlabeled target examples; give it "
+                              "some (for transfer: data.target.unlabeled) or leave the unlabeled section out")
+        model.use_unlabeled(plugins.get("unlabeled", config.unlabeled.name).factory(options["unlabeled"]))
     granularity = plugins.get("granularity", config.granularity.name).factory(
         options["granularity"], data.source, model=model
     )
     strategy = plugins.get("strategy", config.strategy.name).factory(options["strategy"], granularity, device)
+    if config.pipeline:
+        strategy = PhasedStrategy(strategy, config.pipeline, model.state_dict())
     hypergradient = plugins.get("hypergradient", config.hypergrad.name).factory(options["hypergrad"])
-    schedule = functools.partial(scheduler, config.train.schedule, config.train.steps)
+    schedule = functools.partial(scheduler, config.train.schedule, total_steps(config))  # over every phase
     train = config.train
     settings = TrainSettings(**train.model_dump(exclude={"steps", "eval_every", "device", "schedule", "optimizer",
                                                          "target_optimizer"}),
@@ -310,7 +318,7 @@ def summarize_seeds(tracker: Tracker, plan: Plan, combination: Combination, mine
     if not stats:
         return
     if not plan.grid:  # with a sweep, one parent run holds many combinations: compare them instead
-        tracker.metrics(stats, step=combination.config.train.steps)
+        tracker.metrics(stats, step=total_steps(combination.config))
     shown = " ".join(f"{key}={stats[key + '_mean']:.4f}±{stats[key + '_std']:.4f}"
                      for key in summary_keys(mine[0].metrics))
     console.print(f"{plan.name} [{combination.name}, {len(mine)} seeds]: {shown} parent={parent_id}",

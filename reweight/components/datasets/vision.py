@@ -60,6 +60,9 @@ class TransferSourceOptions(ImagesOptions):
 
 class TransferTargetOptions(ImagesOptions):
     per_class: PositiveInt = Field(25, description="nᵗ, labelled target examples per class.")
+    unlabeled: PositiveInt | Literal["rest"] | None = Field(
+        None, description="Unlabeled target examples: this many (random by seed) or 'rest', every training image of "
+                          "the target classes not labelled (for the unlabeled section).")
 
 
 class TransferOptions(BaseModel):
@@ -142,10 +145,20 @@ def build_transfer(options: TransferOptions, seed: int) -> BilevelData:
             f"data: source images are {tuple(source.x.shape[1:])} but target images {tuple(target.x.shape[1:])}; "
             "set data.source.grayscale / data.source.size (e.g. grayscale: true, size: 28 for SVHN -> MNIST)"
         )
+    test = _test(options.target, options.data_root, options.test_limit, generator)
+    unlabeled = None
+    if options.target.unlabeled is not None:  # drawn last, so the other splits are those of a run without
+        rest = torch.ones(len(ty), dtype=torch.bool)
+        rest[target_index] = False
+        rest_index = rest.nonzero().squeeze(1)
+        limit = None if options.target.unlabeled == "rest" else options.target.unlabeled
+        rest_index = rest_index[transforms.random_subset(len(rest_index), limit, generator)]
+        unlabeled = Split(_present(tx[rest_index], options.target), torch.full((len(rest_index),), -1))
     return BilevelData(
         source=source,
         target=target,
-        test=_test(options.target, options.data_root, options.test_limit, generator),
+        test=test,
         source_classes=source_classes,
         target_classes=target_classes,
+        unlabeled=unlabeled,
     )
