@@ -281,3 +281,23 @@ def test_the_catalog_knows_the_md5_of_every_published_file():
         else:
             assert set(image_set.checksums) == names, name
             assert all(len(md5) == 32 and int(md5, 16) >= 0 for _, md5 in image_set.checksums.values())
+
+
+@pytest.mark.parametrize("unlabeled, count", [("rest", 60 - 20), (7, 7)])
+def test_transfer_unlabeled_targets_are_the_other_training_images_and_change_nothing_else(data_root, unlabeled, count):
+    """MNIST 5-9 has 12 training images per class in the fixture: 4 per class labelled, the
+    rest (or a seeded subset of it) unlabeled; every other split as without them."""
+    def build(extra):
+        return build_transfer(TransferOptions(
+            data_root=str(data_root),
+            source={"dataset": "svhn", "classes": [0, 1, 2, 3, 4], "grayscale": True, "size": 28},
+            target={"dataset": "mnist", "classes": [5, 6, 7, 8, 9], "per_class": 4, **extra}), seed=3)
+
+    plain, data = build({}), build({"unlabeled": unlabeled})
+    assert plain.unlabeled is None and len(data.unlabeled) == count
+    assert (data.unlabeled.y == -1).all()  # no label reaches the model
+    for name in ("source", "target", "test"):
+        assert torch.equal(getattr(plain, name).x, getattr(data, name).x)
+        assert torch.equal(getattr(plain, name).y, getattr(data, name).y)
+    flat_u, flat_t = data.unlabeled.x.flatten(1), data.target.x.flatten(1)
+    assert not (flat_u[:, None] == flat_t[None]).all(-1).any()  # none of them is a labelled target image
