@@ -174,18 +174,26 @@ class BilevelData:
         devices = {str(split.x.device) for split in parts.values()} | {str(split.y.device) for split in parts.values()}
         if len(devices) > 1:
             raise DataError(f"the tensors are on different devices ({', '.join(sorted(devices))}); move them to one")
-        def largest(*names: str) -> int:
-            return max((int(parts[name].y.max()) for name in names if len(parts[name])), default=-1)
-
-        if target_classes is None:
-            source_classes = target_classes = classes or largest("source", "target", "test") + 1
-        else:
-            source_classes = classes or largest("source") + 1
-        for name, space in (("source", source_classes), ("target", target_classes), ("test", target_classes)):
-            labels = parts[name].y
-            if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= space):
-                raise DataError(f"{name}: labels must lie in 0..{space - 1}, got {int(labels.min())}..{int(labels.max())}")
+        source_classes, target_classes = label_spaces(parts, classes, target_classes)
         return cls(parts["source"], parts["target"], parts["test"], source_classes, target_classes)
+
+
+def label_spaces(parts: dict[str, Any], classes: int | None, target_classes: int | None) -> tuple[int, int]:
+    """The source and target label-space sizes of splits given as class indices (``parts``:
+    source, target, test), checked against every label: one space of ``classes`` (default: the
+    largest label + 1), or with ``target_classes`` a target task of its own."""
+    def largest(*names: str) -> int:
+        return max((int(parts[name].y.max()) for name in names if len(parts[name])), default=-1)
+
+    if target_classes is None:
+        source_classes = target_classes = classes or largest("source", "target", "test") + 1
+    else:
+        source_classes = classes or largest("source") + 1
+    for name, space in (("source", source_classes), ("target", target_classes), ("test", target_classes)):
+        labels = parts[name].y
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= space):
+            raise DataError(f"{name}: labels must lie in 0..{space - 1}, got {int(labels.min())}..{int(labels.max())}")
+    return source_classes, target_classes
 
 
 class BatchSampler:

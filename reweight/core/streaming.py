@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset, get_worker_info
 
 from reweight.core.augment import Augmentation, example_keys, mix
-from reweight.core.data import Batch, BatchSampler, BilevelData, Split, class_labels
+from reweight.core.data import Batch, BatchSampler, BilevelData, Split, class_labels, label_spaces
 from reweight.core.errors import DataError
 
 SAMPLE_INPUTS = 1024  # examples read to infer a model's input shape and scaling
@@ -341,15 +341,5 @@ def from_datasets(source: Dataset | tuple, target: Dataset | tuple, test: Datase
             raise DataError(f"{name}: labels must be int64 class indices, got {parts[name].y.dtype} of shape "
                             f"{tuple(parts[name].y.shape)}")
 
-    def largest(*names: str) -> int:
-        return max((int(parts[n].y.max()) for n in names if len(parts[n])), default=-1)
-
-    if target_classes is None:
-        source_classes = target_classes = classes or largest("source", "target", "test") + 1
-    else:
-        source_classes = classes or largest("source") + 1
-    for name, space in (("source", source_classes), ("target", target_classes), ("test", target_classes)):
-        labels = parts[name].y
-        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= space):
-            raise DataError(f"{name}: labels must lie in 0..{space - 1}, got {int(labels.min())}..{int(labels.max())}")
+    source_classes, target_classes = label_spaces(parts, classes, target_classes)
     return BilevelData(parts["source"], parts["target"], parts["test"], source_classes, target_classes)
