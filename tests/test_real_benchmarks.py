@@ -117,6 +117,9 @@ RUNS = {
                                "stream.workers=0"],
     "mnist_noisy.yaml": ["data.target_per_class=3"],
     "fashion_mnist_noisy.yaml": ["data.target_per_class=3"],
+    "mnist_pipeline.yaml": ["data.target_per_class=3", "selection.per_class=1", "train.target_batch_size=8",
+                            "pipeline=[{phase: fine_tune, steps: 2}]"],
+    "fashion_mnist_mnist_unlabeled.yaml": ["data.target.per_class=3", "unlabeled.batch_size=8"],
 }
 
 
