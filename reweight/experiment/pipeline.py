@@ -113,9 +113,9 @@ def kept_examples(learned: torch.Tensor, phase) -> torch.Tensor:
         keep[order[: round(phase.drop_fraction * len(learned))]] = False
         keep = keep.to(learned.device)
     if not bool(keep.any()):
-        lowest = float(learned.max())
-        raise ConfigError(f"pipeline: filter_retrain with drop_below {phase.drop_below} drops every source example "
-                          f"(the highest learned weight is {lowest:.4g}); lower drop_below or use drop_fraction")
+        rule = f"drop_below {phase.drop_below}" if phase.drop_below is not None else f"drop_fraction {phase.drop_fraction}"
+        raise ConfigError(f"pipeline: filter_retrain with {rule} drops every one of the {len(learned)} source examples "
+                          f"(the highest learned weight is {float(learned.max()):.4g}); keep some")
     return keep
 
 
