@@ -1,0 +1,414 @@
+"""The paper's tables in one command, sized for one GPU: CIFAR-10 with noisy labels and, where
+SVHN is in the data root, SVHN -> MNIST.
+
+    python benchmarks/paper_tables.py --out paper_tables.md     # writes paper_tables.md and .csv
+    python benchmarks/paper_tables.py --dry-run                 # the plan and an estimated time
+    python benchmarks/paper_tables.py --quick --out quick.md    # a smoke run of a few steps
+
+- CIFAR-10 (``benchmarks/cifar10_noisy.yaml`` on the JPEG Parquet export, ``cifar10_jpeg``):
+  noise 30 / 40 / 50% x {SOSELETO as shipped, joint, target-only, fine-tuning, the best
+  pipeline (``best_pipeline`` below: the one place to change it)} x seeds 0, 1, 2.
+- SVHN -> MNIST (``benchmarks/svhn_mnist.yaml``): nᵗ = 20 / 25 x {SOSELETO, target-only,
+  fine-tuning, joint} x the same seeds; skipped, with one line saying why, without SVHN.
+
+Every run is one ``reweight.run`` (the Python API), so it lands in MLflow like any other, in
+the experiments ``paper_tables_cifar10`` and ``paper_tables_svhn_mnist``
+(``reweight compare paper_tables_cifar10 --metric test_accuracy,weight_noise_auc``). A row the
+installed reweight rejects (a ``ConfigError``, e.g. a ``pipeline`` section it does not know yet)
+is skipped with its one-line error; the others run. Runs are spread over ``--workers``
+processes (on a GPU, all on the one device: a small convnet's step is bound by kernel launches
+and Python, so several processes keep the GPU busier than one).
+
+Sizing. The paper runs 20,000 steps (CIFAR-10) and 10,000 (SVHN); here the batch sizes are the
+paper's and only the steps are cut, to fit 10 minutes on one H100-class GPU. No GPU was
+available to measure, so the defaults rest on these assumptions (``--dry-run`` prints the
+resulting estimate; a real run prints a projected total after every finished run, from its
+own timings):
+
+- the per-step cost of each strategy relative to a plain step is the ratio measured on a CPU
+  (``STEP_COST``; the command is in docs/results.md), although on a GPU launch overhead
+  flattens those ratios, which makes this estimate conservative;
+- a plain step of CIFAR-10 Quick (source batch 100, target batch 500) takes 6 ms on the GPU and
+  one of the digits model (source 128, target up to 125) 4 ms (``GPU_PLAIN_STEP_S``);
+- 4 processes on one GPU give 2.5x the throughput of one (``PARALLEL_SPEEDUP``);
+- each worker spends 40 s starting (imports, CUDA, decoding the 60,000 JPEGs once, as each
+  process caches a data set it has read) and each run 3 s besides its steps (building its
+  engine, evaluating, MLflow, its checkpoint).
+
+With the defaults (1,500 CIFAR-10 steps, 1,000 SVHN steps, 4 workers) the estimate is about 6
+minutes for CIFAR-10 and 2 for SVHN -> MNIST; ``--steps`` scales both tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import multiprocessing
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+BENCHMARKS = Path(__file__).resolve().parent
+
+
+def best_pipeline(steps: int) -> dict[str, dict[str, Any]]:
+    """The CIFAR-10 table's "best pipeline" row(s): label -> overrides (config path -> value).
+    Change it here once the experiments decide. ``steps``: the table's budget per run; the
+    pipeline spends the same in all (bilevel phase plus its later phases)."""
+    tail = max(1, steps // 4)
+    return {"pipeline: soseleto (c = 1), then fine-tune": {
+        "strategy.target_weight": 1.0,
+        "train.steps": steps - tail,
+        "pipeline": [{"phase": "fine_tune", "steps": tail}],
+    }}
+
+
+# Per-step cost relative to a plain (uniform) step, measured on a CPU (docs/results.md): SOSELETO
+# with c = 0 and with c > 0 (``strategy.target_weight``), and fine-tuning's two phases; a later
+# phase of a pipeline is costed as fine-tuning's target phase.
+STEP_COST = {"cifar10": {"soseleto": 2.80, "soseleto_direct": 3.93, "joint": 2.35, "target_only": 2.15,
+                         "fine_tune_source": 1.00, "fine_tune_target": 2.36},
+             "svhn_mnist": {"soseleto": 1.94, "soseleto_direct": 2.16, "joint": 1.44, "target_only": 1.55,
+                            "fine_tune_source": 1.11, "fine_tune_target": 1.52}}
+GPU_PLAIN_STEP_S = {"cifar10": 0.006, "svhn_mnist": 0.004}
+PARALLEL_SPEEDUP = {1: 1.0, 2: 1.7, 3: 2.2, 4: 2.5}  # more workers: as 4
+WORKER_START_S, RUN_OVERHEAD_S = 40.0, 3.0
+CPU_PLAIN_STEP_S = {"cifar10": 0.3, "svhn_mnist": 0.05}  # one thread, for --dry-run without a GPU
+
+
+@dataclass
+class Table:
+    key: str
+    title: str
+    config: Path
+    steps: int
+    columns: dict[str, list[str]]  # column label -> --set overrides
+    rows: dict[str, dict[str, Any]]  # row label -> overrides
+    metrics: list[str]
+    base: list[str] = field(default_factory=list)
+    quick: list[str] = field(default_factory=list)  # with --quick: data small enough for the test fixtures
+
+
+def tables(cifar_steps: int, svhn_steps: int) -> list[Table]:
+    cifar = Table(
+        "cifar10", "CIFAR-10, noisy labels (cifar10_jpeg, CIFAR-10 Quick)", BENCHMARKS / "cifar10_noisy.yaml",
+        cifar_steps,
+        {f"{int(rate * 100)}% noise": [f"data.noise.rate={rate}"] for rate in (0.3, 0.4, 0.5)},
+        {"soseleto (shipped, c = 0)": {},
+         "joint": {"strategy.name": "joint"},
+         "target_only": {"strategy.name": "target_only"},
+         "fine_tune (3/4 source, 1/4 target)": {"strategy.name": "fine_tune",
+                                                "strategy.source_steps": cifar_steps * 3 // 4},
+         **best_pipeline(cifar_steps)},
+        ["test_accuracy", "weight_noise_auc"],
+        base=["data.dataset=cifar10_jpeg"],
+        quick=["data.target_per_class=3", "train.target_batch_size=8", "train.source_batch_size=8"],
+    )
+    svhn = Table(
+        "svhn_mnist", "SVHN -> MNIST (digits 0-4 -> 5-9, digits model)", BENCHMARKS / "svhn_mnist.yaml", svhn_steps,
+        {f"nᵗ = {n}": [f"data.target.per_class={n}"] for n in (20, 25)},
+        {"soseleto": {},
+         "target_only": {"strategy.name": "target_only"},
+         "fine_tune (3/5 source, 2/5 target)": {"strategy.name": "fine_tune",
+                                                "strategy.source_steps": svhn_steps * 3 // 5},
+         "joint": {"strategy.name": "joint"}},
+        ["test_accuracy"],
+        quick=["data.target.per_class=3", "train.source_batch_size=8"],
+    )
+    return [cifar, svhn]
+
+
+@dataclass
+class Job:
+    table: str
+    row: str
+    column: str
+    seed: int
+    overrides: list[str]
+    config: str
+    work: float  # plain-step equivalents, for the estimate and the projection
+
+
+def as_set(path: str, value: Any) -> str:
+    plain = isinstance(value, str) and yaml.safe_load(value) == value
+    return f"{path}={value if plain else json.dumps(value)}"  # JSON is YAML, as --set reads its values
+
+
+def row_work(table: Table, settings: dict[str, Any]) -> float:
+    """A row's cost in plain steps (``STEP_COST``)."""
+    cost = STEP_COST[table.key]
+    strategy = settings.get("strategy.name", "soseleto")
+    steps = settings.get("train.steps", table.steps)
+    if strategy == "fine_tune":
+        source = min(steps, settings.get("strategy.source_steps", steps))
+        work = source * cost["fine_tune_source"] + (steps - source) * cost["fine_tune_target"]
+    elif strategy == "soseleto" and settings.get("strategy.target_weight", 0):
+        work = steps * cost["soseleto_direct"]
+    else:
+        work = steps * cost.get(strategy, cost["soseleto"])
+    later = sum(phase.get("steps", 0) for phase in settings.get("pipeline", []) if isinstance(phase, dict))
+    return work + later * cost["fine_tune_target"]
+
+
+def plan(chosen: list[Table], seeds: list[int], quick: bool, say) -> tuple[list[Job], list[Job], dict[str, dict[str, str]]]:
+    """The jobs, each row validated first: rows the installed reweight rejects are left out,
+    with their one-line error (``skipped[table][row]``), and returned apart (for the estimate)."""
+    from reweight.core.errors import ConfigError
+    from reweight.experiment import sweep
+    from reweight.experiment.config_file import load_raw
+
+    jobs, rejected, skipped = [], [], {}
+    for table in chosen:
+        skipped[table.key] = {}
+        common = [*table.base, f"train.steps={table.steps}", f"train.eval_every={table.steps}",
+                  f"tracking.experiment=paper_tables_{table.key}", "tracking.plots=false", "checkpoint.every=null"]
+        for row, settings in table.rows.items():
+            overrides = [*common, *(as_set(path, value) for path, value in settings.items())]
+            if quick:
+                overrides += table.quick
+            into = jobs
+            try:
+                sweep.expand(load_raw(table.config), [*overrides, "seeds=[0]"])
+            except ConfigError as error:
+                skipped[table.key][row] = str(error)
+                say(f"skipped row {row!r} of {table.key}: the installed reweight rejects it: {error}")
+                into = rejected
+            cost = row_work(table, settings)
+            for column, column_sets in list(table.columns.items())[:1 if quick else None]:
+                for seed in seeds:
+                    sets = [*overrides[:len(common)], *column_sets, *overrides[len(common):], f"seeds=[{seed}]"]
+                    into.append(Job(table.key, row, column, seed, sets, str(table.config), cost))
+    jobs.sort(key=lambda job: -job.work)  # the longest first: the last wave is short
+    return jobs, rejected, skipped
+
+
+def svhn_missing(root: Path) -> str | None:
+    absent = [name for name in ("train_32x32.mat", "test_32x32.mat") if not (root / "svhn" / name).is_file()]
+    if absent:
+        return (f"SVHN -> MNIST skipped: no {', '.join(absent)} in {root / 'svhn'} "
+                "(`reweight data download svhn`, or place SVHN format 2 there)")
+    return None
+
+
+def estimate(jobs: list[Job], workers: int, gpu: bool) -> float:
+    per_step = GPU_PLAIN_STEP_S if gpu else CPU_PLAIN_STEP_S
+    speedup = PARALLEL_SPEEDUP.get(workers, PARALLEL_SPEEDUP[4]) if gpu else max(1, workers)
+    busy = sum(job.work * per_step[job.table] + RUN_OVERHEAD_S for job in jobs)
+    return WORKER_START_S + busy / speedup
+
+
+def start_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def train(config: str, overrides: list[str]) -> tuple[dict[str, float], float]:
+    """One run through the Python API; its own console output is dropped (progress is ours)."""
+    from rich.console import Console
+
+    import reweight
+
+    start = time.perf_counter()
+    result = reweight.run(config, overrides=overrides, console=Console(file=io.StringIO()))
+    return dict(result.metrics), time.perf_counter() - start
+
+
+def run_jobs(jobs: list[Job], workers: int, say) -> dict[int, Any]:
+    """Every job, ``workers`` at a time (0: in this process); returns job index -> (metrics,
+    seconds) or the exception. Prints a line per finished run with a projected total."""
+    outcomes: dict[int, Any] = {}
+    total_work = sum(job.work for job in jobs) or 1.0
+    start = time.perf_counter()
+
+    def finished(index: int, outcome: Any) -> None:
+        outcomes[index] = outcome
+        job = jobs[index]
+        done = sum(jobs[i].work for i in outcomes)
+        elapsed = time.perf_counter() - start
+        if isinstance(outcome, BaseException):
+            what = f"FAILED: {type(outcome).__name__}: {str(outcome).splitlines()[0] if str(outcome) else ''}"
+        else:
+            metrics, seconds = outcome
+            what = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("test_accuracy", "weight_noise_auc") if k in metrics)
+            what += f" ({seconds:.0f} s)"
+        say(f"[{len(outcomes)}/{len(jobs)} runs, {elapsed:.0f} s] {job.table} | {job.row} | {job.column} | seed "
+            f"{job.seed}: {what}; projected total {elapsed * total_work / done:.0f} s")
+
+    if workers == 0:
+        for index, job in enumerate(jobs):
+            try:
+                finished(index, train(job.config, job.overrides))
+            except Exception as error:  # noqa: BLE001 - one failed run is a cell of the table, not the end of it
+                finished(index, error)
+        return outcomes
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")  # no forked CUDA state
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=start_worker, initargs=(threads,)) as pool:
+        pending = {pool.submit(train, job.config, job.overrides): i for i, job in enumerate(jobs)}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                index = pending.pop(future)
+                error = future.exception()
+                finished(index, error if error is not None else future.result())
+    return outcomes
+
+
+def summary(values: list[float]) -> tuple[float, float | None]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def cell(values: list[float]) -> str:
+    if not values:
+        return "–"
+    mean, std = summary(values)
+    return f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+
+
+def machine() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores), torch {torch.__version__}"
+
+
+def git_commit() -> str:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=BENCHMARKS, capture_output=True, text=True, check=False).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + (" (with uncommitted changes)" if git("status", "--porcelain") else "")
+
+
+def write(out: Path, chosen: list[Table], jobs: list[Job], outcomes: dict[int, Any], skipped: dict[str, dict[str, str]],
+          notes: list[str], header: list[str]) -> None:
+    lines, records = [*header, ""], []
+    for line in notes:
+        lines += [line, ""]
+    for table in chosen:
+        if table.key not in skipped:
+            continue
+        lines += [f"## {table.title}", "", (f"{table.steps} steps per run (`{table.config.name}`); mean ± sample std "
+                  "over seeds of the final evaluation."), ""]
+        columns = [c for c in table.columns if any((j.table, j.column) == (table.key, c) for j in jobs)]
+        for metric in table.metrics:
+            note = " (0.5 where all weights are equal: joint, target-only, fine-tuning)" if metric == "weight_noise_auc" else ""
+            lines += [f"**{metric}**{note}", "", "| row | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+            for row in table.rows:
+                if row in skipped[table.key]:
+                    continue
+                cells = []
+                for column in columns:
+                    mine = [(job, outcomes.get(i)) for i, job in enumerate(jobs)
+                            if (job.table, job.row, job.column) == (table.key, row, column)]
+                    values = [o[0][metric] for _, o in mine if isinstance(o, tuple) and metric in o[0]]
+                    failed = sum(1 for _, o in mine if not isinstance(o, tuple))
+                    cells.append(cell(values) + (f" ({failed} failed)" if failed else ""))
+                    if values:
+                        mean, std = summary(values)
+                        records.append({"table": table.key, "row": row, "column": column, "metric": metric,
+                                        "mean": f"{mean:.6f}", "std": "" if std is None else f"{std:.6f}",
+                                        "n": len(values), "failed": failed,
+                                        "values": " ".join(f"{v:.6f}" for v in values)})
+                lines.append(f"| {row} | " + " | ".join(cells) + " |")
+            lines.append("")
+        for row, error in skipped[table.key].items():
+            lines += [f"Row {row!r} skipped: the installed reweight rejects it: {error}", ""]
+    out.write_text("\n".join(lines))
+    with out.with_suffix(".csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["table", "row", "column", "metric", "mean", "std", "n", "failed", "values"])
+        writer.writeheader()
+        writer.writerows(records)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("paper_tables.md"), help="markdown table (and .csv beside)")
+    parser.add_argument("--steps", type=int, default=1200, help="CIFAR-10 steps per run (SVHN: 2/3 of it)")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    parser.add_argument("--tables", default="cifar10,svhn_mnist", help="comma-separated: cifar10, svhn_mnist")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes training runs side by side (0: in this one); default 4 on a GPU, 1 on a CPU")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and an estimated time, run nothing")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 4 steps, seed 0, the first column, data small enough for generated fixtures")
+    args = parser.parse_args(argv)
+
+    def say(text: str) -> None:
+        print(text, flush=True)
+
+    import torch
+
+    from reweight.components.datasets.catalog import default_data_root
+
+    start = time.perf_counter()
+    gpu = torch.cuda.is_available()
+    workers = args.workers if args.workers is not None else (4 if gpu else 1)
+    steps = 4 if args.quick else args.steps
+    seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
+    wanted = [t.strip() for t in args.tables.split(",") if t.strip()]
+    known = tables(steps, max(1, steps * 2 // 3))
+    unknown = sorted(set(wanted) - {t.key for t in known})
+    if unknown:
+        parser.error(f"--tables: unknown {', '.join(unknown)} (known: cifar10, svhn_mnist)")
+    chosen, notes = [t for t in known if t.key in wanted], []
+    root = default_data_root()
+    if any(t.key == "svhn_mnist" for t in chosen) and (reason := svhn_missing(root)):
+        say(reason)
+        notes.append(reason)
+        chosen = [t for t in chosen if t.key != "svhn_mnist"]
+    jobs, rejected, skipped = plan(chosen, seeds, args.quick, say)
+    for table in chosen:
+        n = sum(job.table == table.key for job in jobs)
+        rows = [r for r in table.rows if r not in skipped[table.key]]
+        columns = list(table.columns)[:1] if args.quick else list(table.columns)
+        say(f"{table.key}: {len(rows)} rows x {len(columns)} columns ({', '.join(columns)}) x {len(seeds)} seeds = {n} runs of "
+            f"{table.steps} steps ({', '.join(rows)})")
+        if args.dry_run:
+            for row in rows:
+                sets = " ".join(f"--set {shlex.quote(as_set(path, value))}" for path, value in table.rows[row].items())
+                say(f"  {row}: {sets or '(the config as shipped)'}")
+    say(f"estimated {estimate(jobs, workers, gpu) / 60:.1f} min with {workers or 1} worker(s) on "
+        f"{'the GPU' if gpu else 'this CPU'}" + ("" if gpu else f"; on one H100-class GPU with 4 workers: "
+                                                            f"{estimate(jobs, 4, True) / 60:.1f} min")
+        + f" (assumptions: the script's docstring); data root {root}")
+    if rejected:
+        say(f"the rejected rows would add about {(estimate(rejected, 4, True) - WORKER_START_S) / 60:.1f} min on "
+            "one H100-class GPU with 4 workers")
+    if args.dry_run:
+        return 0
+    from reweight.experiment.tracking import Tracker
+
+    for table in chosen:  # the tracking store and experiments exist before the workers write to them
+        Tracker(f"paper_tables_{table.key}")
+    outcomes = run_jobs(jobs, workers, say)
+    wall = time.perf_counter() - start
+    header = ["# The paper's tables", "",
+              f"- command: `{shlex.join(['python', 'benchmarks/paper_tables.py', *(argv if argv is not None else sys.argv[1:])])}`",
+              f"- machine: {machine()}; {workers or 1} worker process(es)",
+              f"- total wall time: {wall:.0f} s ({wall / 60:.1f} min)",
+              f"- git commit: {git_commit()}",
+              f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+              f"- MLflow experiments: {', '.join(f'paper_tables_{t.key}' for t in chosen)}"]
+    write(args.out, chosen, jobs, outcomes, skipped, notes, header)
+    failed = sum(not isinstance(o, tuple) for o in outcomes.values())
+    say(f"wrote {args.out} and {args.out.with_suffix('.csv')} in {wall:.0f} s" + (f"; {failed} runs failed" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
