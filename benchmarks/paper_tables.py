@@ -49,6 +49,7 @@ import multiprocessing
 import os
 import platform
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -140,6 +141,10 @@ class Job:
     config: str
     work: float  # plain-step equivalents, for the estimate and the projection
 
+    @property
+    def label(self) -> str:
+        return f"{self.table} | {self.row} | {self.column} | seed {self.seed}"
+
 
 def as_set(path: str, value: Any) -> str:
     plain = isinstance(value, str) and yaml.safe_load(value) == value
@@ -215,20 +220,23 @@ def start_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def train(config: str, overrides: list[str]) -> tuple[dict[str, float], float]:
+def train(config: str, overrides: list[str], label: str) -> tuple[dict[str, float], float]:
     """One run through the Python API; its own console output is dropped (progress is ours)."""
     from rich.console import Console
 
     import reweight
 
+    print(f"started {label}", flush=True)
     start = time.perf_counter()
     result = reweight.run(config, overrides=overrides, console=Console(file=io.StringIO()))
     return dict(result.metrics), time.perf_counter() - start
 
 
-def run_jobs(jobs: list[Job], workers: int, say) -> dict[int, Any]:
-    """Every job, ``workers`` at a time (0: in this process); returns job index -> (metrics,
-    seconds) or the exception. Prints a line per finished run with a projected total."""
+def run_jobs(jobs: list[Job], workers: int, say) -> tuple[dict[int, Any], int | None]:
+    """Every job, ``workers`` at a time (0: in this process): job index -> (metrics, seconds) or
+    the exception, and the exit code if a stop was asked for (Ctrl-C, SIGTERM: the running runs
+    save their checkpoints and end KILLED in MLflow, no new one starts). Prints a line per
+    finished run with a projected total."""
     outcomes: dict[int, Any] = {}
     total_work = sum(job.work for job in jobs) or 1.0
     start = time.perf_counter()
@@ -244,27 +252,65 @@ def run_jobs(jobs: list[Job], workers: int, say) -> dict[int, Any]:
             metrics, seconds = outcome
             what = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("test_accuracy", "weight_noise_auc") if k in metrics)
             what += f" ({seconds:.0f} s)"
-        say(f"[{len(outcomes)}/{len(jobs)} runs, {elapsed:.0f} s] {job.table} | {job.row} | {job.column} | seed "
-            f"{job.seed}: {what}; projected total {elapsed * total_work / done:.0f} s")
+        say(f"[{len(outcomes)}/{len(jobs)} runs, {elapsed:.0f} s] {job.label}: {what}; "
+            f"projected total {elapsed * total_work / done:.0f} s")
 
-    if workers == 0:
+    from reweight.experiment.interrupts import Interrupted
+
+    stopped: int | None = None  # the exit code once a stop was asked for
+    if workers == 0:  # reweight.run itself stops the run in progress on Ctrl-C or SIGTERM
         for index, job in enumerate(jobs):
             try:
-                finished(index, train(job.config, job.overrides))
+                finished(index, train(job.config, job.overrides, job.label))
+            except Interrupted as error:
+                finished(index, error)
+                return outcomes, error.exit_code
             except Exception as error:  # noqa: BLE001 - one failed run is a cell of the table, not the end of it
                 finished(index, error)
-        return outcomes
+        return outcomes, None
+
+    def terminated(number: int, frame: Any) -> None:
+        raise Terminated
+
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")  # no forked CUDA state
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=start_worker, initargs=(threads,)) as pool:
-        pending = {pool.submit(train, job.config, job.overrides): i for i, job in enumerate(jobs)}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                index = pending.pop(future)
-                error = future.exception()
-                finished(index, error if error is not None else future.result())
-    return outcomes
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=start_worker, initargs=(threads,)) as pool:
+            queue, pending = iter(enumerate(jobs)), {}
+
+            def submit() -> None:  # one job per free worker, so that a stop leaves nothing queued
+                for index, job in queue:
+                    pending[pool.submit(train, job.config, job.overrides, job.label)] = index
+                    return
+
+            for _ in range(workers):
+                submit()
+            while pending:
+                try:
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                except (KeyboardInterrupt, Terminated) as stop:  # Ctrl-C reaches the workers too; SIGTERM is passed on
+                    stopped = stopped or (143 if isinstance(stop, Terminated) else 130)
+                    say(f"stopping: the {len(pending)} running runs stop after their current step")
+                    if isinstance(stop, Terminated):
+                        for child in multiprocessing.active_children():
+                            os.kill(child.pid, signal.SIGTERM)
+                    continue
+                for future in done:
+                    index = pending.pop(future)
+                    error = future.exception()
+                    finished(index, error if error is not None else future.result())
+                    if isinstance(error, Interrupted):
+                        stopped = stopped or error.exit_code
+                    if stopped is None:
+                        submit()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return outcomes, stopped
+
+
+class Terminated(Exception):
+    """SIGTERM in the main process, raised where it waits for the workers."""
 
 
 def summary(values: list[float]) -> tuple[float, float | None]:
@@ -316,8 +362,10 @@ def write(out: Path, chosen: list[Table], jobs: list[Job], outcomes: dict[int, A
                     mine = [(job, outcomes.get(i)) for i, job in enumerate(jobs)
                             if (job.table, job.row, job.column) == (table.key, row, column)]
                     values = [o[0][metric] for _, o in mine if isinstance(o, tuple) and metric in o[0]]
-                    failed = sum(1 for _, o in mine if not isinstance(o, tuple))
-                    cells.append(cell(values) + (f" ({failed} failed)" if failed else ""))
+                    failed = sum(isinstance(o, BaseException) for _, o in mine)
+                    missing = sum(o is None for _, o in mine)
+                    cells.append(cell(values) + (f" ({failed} failed)" if failed else "")
+                                 + (f" ({missing} not run)" if missing else ""))
                     if values:
                         mean, std = summary(values)
                         records.append({"table": table.key, "row": row, "column": column, "metric": metric,
@@ -338,14 +386,15 @@ def write(out: Path, chosen: list[Table], jobs: list[Job], outcomes: dict[int, A
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("paper_tables.md"), help="markdown table (and .csv beside)")
-    parser.add_argument("--steps", type=int, default=1200, help="CIFAR-10 steps per run (SVHN: 2/3 of it)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="CIFAR-10 steps per run, default 1200 (4 with --quick); SVHN runs 2/3 of it")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--tables", default="cifar10,svhn_mnist", help="comma-separated: cifar10, svhn_mnist")
     parser.add_argument("--workers", type=int, default=None,
                         help="processes training runs side by side (0: in this one); default 4 on a GPU, 1 on a CPU")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and an estimated time, run nothing")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 4 steps, seed 0, the first column, data small enough for generated fixtures")
+                        help="smoke run: seed 0, the first column, data small enough for generated fixtures")
     args = parser.parse_args(argv)
 
     def say(text: str) -> None:
@@ -358,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     gpu = torch.cuda.is_available()
     workers = args.workers if args.workers is not None else (4 if gpu else 1)
-    steps = 4 if args.quick else args.steps
+    steps = args.steps or (4 if args.quick else 1200)
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     wanted = [t.strip() for t in args.tables.split(",") if t.strip()]
     known = tables(steps, max(1, steps * 2 // 3))
@@ -395,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for table in chosen:  # the tracking store and experiments exist before the workers write to them
         Tracker(f"paper_tables_{table.key}")
-    outcomes = run_jobs(jobs, workers, say)
+    outcomes, stopped = run_jobs(jobs, workers, say)
     wall = time.perf_counter() - start
     header = ["# The paper's tables", "",
               f"- command: `{shlex.join(['python', 'benchmarks/paper_tables.py', *(argv if argv is not None else sys.argv[1:])])}`",
@@ -404,10 +453,13 @@ def main(argv: list[str] | None = None) -> int:
               f"- git commit: {git_commit()}",
               f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
               f"- MLflow experiments: {', '.join(f'paper_tables_{t.key}' for t in chosen)}"]
+    if stopped is not None:
+        notes.insert(0, f"Interrupted: {sum(isinstance(o, tuple) for o in outcomes.values())} of {len(jobs)} runs "
+                        "finished; the table holds those.")
     write(args.out, chosen, jobs, outcomes, skipped, notes, header)
     failed = sum(not isinstance(o, tuple) for o in outcomes.values())
     say(f"wrote {args.out} and {args.out.with_suffix('.csv')} in {wall:.0f} s" + (f"; {failed} runs failed" if failed else ""))
-    return 1 if failed else 0
+    return stopped if stopped is not None else 1 if failed else 0
 
 
 if __name__ == "__main__":
