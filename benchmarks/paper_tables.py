@@ -20,23 +20,26 @@ processes (on a GPU, all on the one device: a small convnet's step is bound by k
 and Python, so several processes keep the GPU busier than one).
 
 Sizing. The paper runs 20,000 steps (CIFAR-10) and 10,000 (SVHN); here the batch sizes are the
-paper's and only the steps are cut, to fit 10 minutes on one H100-class GPU. No GPU was
-available to measure, so the defaults rest on these assumptions (``--dry-run`` prints the
-resulting estimate; a real run prints a projected total after every finished run, from its
-own timings):
+paper's and only the steps are cut: 1,200 CIFAR-10 steps and 800 SVHN steps by default
+(``--steps`` sets the first, the second is 2/3 of it). No GPU was available to measure, so the
+estimate rests on what was measured on a CPU and on assumptions (``--dry-run`` prints it; a real
+run prints a projected total after every finished run, from its own timings):
 
-- the per-step cost of each strategy relative to a plain step is the ratio measured on a CPU
-  (``STEP_COST``; the command is in docs/results.md), although on a GPU launch overhead
-  flattens those ratios, which makes this estimate conservative;
-- a plain step of CIFAR-10 Quick (source batch 100, target batch 500) takes 6 ms on the GPU and
-  one of the digits model (source 128, target up to 125) 4 ms (``GPU_PLAIN_STEP_S``);
-- 4 processes on one GPU give 2.5x the throughput of one (``PARALLEL_SPEEDUP``);
-- each worker spends 40 s starting (imports, CUDA, decoding the 60,000 JPEGs once, as each
-  process caches a data set it has read) and each run 3 s besides its steps (building its
-  engine, evaluating, MLflow, its checkpoint).
+- measured (``STEP``): each kind of step's FLOPs (46.5 GFLOP for a SOSELETO step of CIFAR-10
+  Quick at source batch 100 and target batch 500; 19.3 for a plain step) and its number of aten
+  ops (167-272), and its time on a CPU (the cost ratios against a plain step, 1.0-3.9x);
+- assumed: the GPU computes 10 TFLOPS on these small convolutions, all processes together
+  (``GPU_TFLOPS``; an H100's fp32 peak is about 60, and cuDNN convolutions use TF32);
+- assumed: each aten op costs one process 20 us of host time (``OP_S``), and a step takes the
+  larger of its compute and its host time, since kernels run while the host issues the next,
+  so several processes fill the GPU while each is bound by its host;
+- assumed: a worker spends 40 s starting (imports, CUDA, decoding the 60,000 JPEGs once: a
+  process reads a data set once and keeps it) and a run 3 s beyond its steps (its engine, one
+  evaluation, MLflow, one checkpoint).
 
-With the defaults (1,500 CIFAR-10 steps, 1,000 SVHN steps, 4 workers) the estimate is about 6
-minutes for CIFAR-10 and 2 for SVHN -> MNIST; ``--steps`` scales both tables.
+With the defaults, 4 workers and SVHN present, the estimate is 4.7 minutes for all 69 runs
+(pipeline row included), compute-bound (about 240 s of GPU compute); at half the assumed
+throughput (5 TFLOPS) it is 8.7 minutes, still within 10.
 """
 
 from __future__ import annotations
@@ -76,17 +79,23 @@ def best_pipeline(steps: int) -> dict[str, dict[str, Any]]:
     }}
 
 
-# Per-step cost relative to a plain (uniform) step, measured on a CPU (docs/results.md): SOSELETO
-# with c = 0 and with c > 0 (``strategy.target_weight``), and fine-tuning's two phases; a later
-# phase of a pipeline is costed as fine-tuning's target phase.
-STEP_COST = {"cifar10": {"soseleto": 2.80, "soseleto_direct": 3.93, "joint": 2.35, "target_only": 2.15,
-                         "fine_tune_source": 1.00, "fine_tune_target": 2.36},
-             "svhn_mnist": {"soseleto": 1.94, "soseleto_direct": 2.16, "joint": 1.44, "target_only": 1.55,
-                            "fine_tune_source": 1.11, "fine_tune_target": 1.52}}
-GPU_PLAIN_STEP_S = {"cifar10": 0.006, "svhn_mnist": 0.004}
-PARALLEL_SPEEDUP = {1: 1.0, 2: 1.7, 3: 2.2, 4: 2.5}  # more workers: as 4
+# One step of each kind, measured on a CPU at the tables' batch sizes (docs/results.md, "The paper's
+# tables on a GPU"): (seconds with one thread on a 2-core Xeon, GFLOP by torch.utils.flop_counter,
+# top-level aten ops by torch.profiler). soseleto_direct: SOSELETO with c > 0
+# (strategy.target_weight); a pipeline's later phases are costed as fine-tuning's target phase.
+# svhn_mnist: the digits model measured on Fashion-MNIST -> MNIST with svhn_mnist.yaml's batches.
+STEP = {
+    "cifar10": {"soseleto": (0.765, 46.5, 244), "soseleto_direct": (1.075, 68.7, 272), "joint": (0.643, 41.5, 195),
+                "target_only": (0.589, 41.5, 195), "fine_tune_source": (0.274, 19.3, 167),
+                "fine_tune_target": (0.645, 41.5, 195)},
+    "svhn_mnist": {"soseleto": (0.145, 5.9, 238), "soseleto_direct": (0.153, 7.3, 273), "joint": (0.097, 4.3, 200),
+                   "target_only": (0.093, 4.3, 200), "fine_tune_source": (0.075, 2.9, 165),
+                   "fine_tune_target": (0.090, 4.3, 200)},
+}
+# Assumed for one H100-class GPU (not measured: see the module docstring).
+GPU_TFLOPS = 10.0  # effective on these small convolutions, all processes together
+OP_S = 20e-6  # host time per aten op of one process (dispatch and kernel launch, eager mode)
 WORKER_START_S, RUN_OVERHEAD_S = 40.0, 3.0
-CPU_PLAIN_STEP_S = {"cifar10": 0.3, "svhn_mnist": 0.05}  # one thread, for --dry-run without a GPU
 
 
 @dataclass
@@ -139,7 +148,7 @@ class Job:
     seed: int
     overrides: list[str]
     config: str
-    work: float  # plain-step equivalents, for the estimate and the projection
+    phases: list[tuple[str, int]]  # (kind of step in STEP, steps)
 
     @property
     def label(self) -> str:
@@ -151,20 +160,32 @@ def as_set(path: str, value: Any) -> str:
     return f"{path}={value if plain else json.dumps(value)}"  # JSON is YAML, as --set reads its values
 
 
-def row_work(table: Table, settings: dict[str, Any]) -> float:
-    """A row's cost in plain steps (``STEP_COST``)."""
-    cost = STEP_COST[table.key]
+def row_phases(table: Table, settings: dict[str, Any]) -> list[tuple[str, int]]:
+    """What a row's run computes, as (kind of step in ``STEP``, steps)."""
     strategy = settings.get("strategy.name", "soseleto")
     steps = settings.get("train.steps", table.steps)
     if strategy == "fine_tune":
         source = min(steps, settings.get("strategy.source_steps", steps))
-        work = source * cost["fine_tune_source"] + (steps - source) * cost["fine_tune_target"]
-    elif strategy == "soseleto" and settings.get("strategy.target_weight", 0):
-        work = steps * cost["soseleto_direct"]
+        phases = [("fine_tune_source", source), ("fine_tune_target", steps - source)]
+    elif strategy == "soseleto":
+        phases = [("soseleto_direct" if settings.get("strategy.target_weight", 0) else "soseleto", steps)]
     else:
-        work = steps * cost.get(strategy, cost["soseleto"])
+        phases = [(strategy if strategy in STEP[table.key] else "soseleto", steps)]
     later = sum(phase.get("steps", 0) for phase in settings.get("pipeline", []) if isinstance(phase, dict))
-    return work + later * cost["fine_tune_target"]
+    return [*phases, ("fine_tune_target", later)]
+
+
+def seconds(job: Job, gpu: bool) -> tuple[float, float]:
+    """(device compute, time in one process) of a job's steps: on a CPU the measured step
+    times; on a GPU its FLOPs at ``GPU_TFLOPS``, and per step the larger of that and its ops'
+    host time, as kernels run while the host issues the next."""
+    compute = alone = 0.0
+    for kind, steps in job.phases:
+        cpu_s, gflop, ops = STEP[job.table][kind]
+        device = gflop / (GPU_TFLOPS * 1e3) if gpu else cpu_s
+        compute += steps * device
+        alone += steps * max(device, ops * OP_S if gpu else 0.0)
+    return compute, alone
 
 
 def plan(chosen: list[Table], seeds: list[int], quick: bool, say) -> tuple[list[Job], list[Job], dict[str, dict[str, str]]]:
@@ -190,12 +211,12 @@ def plan(chosen: list[Table], seeds: list[int], quick: bool, say) -> tuple[list[
                 skipped[table.key][row] = str(error)
                 say(f"skipped row {row!r} of {table.key}: the installed reweight rejects it: {error}")
                 into = rejected
-            cost = row_work(table, settings)
+            phases = row_phases(table, settings)
             for column, column_sets in list(table.columns.items())[:1 if quick else None]:
                 for seed in seeds:
                     sets = [*overrides[:len(common)], *column_sets, *overrides[len(common):], f"seeds=[{seed}]"]
-                    into.append(Job(table.key, row, column, seed, sets, str(table.config), cost))
-    jobs.sort(key=lambda job: -job.work)  # the longest first: the last wave is short
+                    into.append(Job(table.key, row, column, seed, sets, str(table.config), phases))
+    jobs.sort(key=lambda job: -seconds(job, True)[1])  # the longest first: the last wave is short
     return jobs, rejected, skipped
 
 
@@ -208,10 +229,18 @@ def svhn_missing(root: Path) -> str | None:
 
 
 def estimate(jobs: list[Job], workers: int, gpu: bool) -> float:
-    per_step = GPU_PLAIN_STEP_S if gpu else CPU_PLAIN_STEP_S
-    speedup = PARALLEL_SPEEDUP.get(workers, PARALLEL_SPEEDUP[4]) if gpu else max(1, workers)
-    busy = sum(job.work * per_step[job.table] + RUN_OVERHEAD_S for job in jobs)
-    return WORKER_START_S + busy / speedup
+    """Wall seconds: the workers start, then share the device (a GPU's compute is one for
+    all; on a CPU each worker has its own cores)."""
+    parallel = max(1, workers)
+    compute = sum(seconds(job, gpu)[0] for job in jobs)
+    alone = sum(seconds(job, gpu)[1] + RUN_OVERHEAD_S for job in jobs)
+    return WORKER_START_S + (max(compute, alone / parallel) if gpu else alone / parallel)
+
+
+def torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def start_worker(threads: int) -> None:
@@ -238,13 +267,14 @@ def run_jobs(jobs: list[Job], workers: int, say) -> tuple[dict[int, Any], int | 
     save their checkpoints and end KILLED in MLflow, no new one starts). Prints a line per
     finished run with a projected total."""
     outcomes: dict[int, Any] = {}
-    total_work = sum(job.work for job in jobs) or 1.0
+    gpu = torch_cuda()
+    work = [seconds(job, gpu)[1] + RUN_OVERHEAD_S for job in jobs]  # weights of the projection
     start = time.perf_counter()
 
     def finished(index: int, outcome: Any) -> None:
         outcomes[index] = outcome
         job = jobs[index]
-        done = sum(jobs[i].work for i in outcomes)
+        done = sum(work[i] for i in outcomes)
         elapsed = time.perf_counter() - start
         if isinstance(outcome, BaseException):
             what = f"FAILED: {type(outcome).__name__}: {str(outcome).splitlines()[0] if str(outcome) else ''}"
@@ -253,7 +283,7 @@ def run_jobs(jobs: list[Job], workers: int, say) -> tuple[dict[int, Any], int | 
             what = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("test_accuracy", "weight_noise_auc") if k in metrics)
             what += f" ({seconds:.0f} s)"
         say(f"[{len(outcomes)}/{len(jobs)} runs, {elapsed:.0f} s] {job.label}: {what}; "
-            f"projected total {elapsed * total_work / done:.0f} s")
+            f"projected total {elapsed * sum(work) / done:.0f} s")
 
     from reweight.experiment.interrupts import Interrupted
 

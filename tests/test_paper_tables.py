@@ -33,8 +33,9 @@ def table_lines(text: str) -> list[str]:
 def test_quick_mode_writes_both_tables_with_every_row(paper_tables, tmp_path, tracking_dir, monkeypatch, capsys):
     monkeypatch.setenv("REWEIGHT_DATA_ROOT", str(datafiles.write_data_root(tmp_path / "data")))
     shipped = paper_tables.best_pipeline
-    monkeypatch.setattr(paper_tables, "best_pipeline",
-                        lambda steps: {**shipped(steps), "no such row": {"strategy.no_such_option": 1.0}})
+    monkeypatch.setattr(paper_tables, "best_pipeline", lambda steps: {
+        **shipped(steps), "soseleto, c = 1, fewer steps": {"strategy.target_weight": 1.0, "train.steps": steps - 1},
+        "no such row": {"strategy.no_such_option": 1.0}})
     out = tmp_path / "tables.md"
     assert paper_tables.main(["--quick", "--workers", "0", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
@@ -45,7 +46,8 @@ def test_quick_mode_writes_both_tables_with_every_row(paper_tables, tmp_path, tr
                   "- git commit: "):
         assert field in text
     assert "Row 'no such row' skipped: the installed reweight rejects it: strategy.no_such_option" in text
-    rows = {"cifar10": ["soseleto (shipped, c = 0)", "joint", "target_only", "fine_tune (3/4 source, 1/4 target)"],
+    rows = {"cifar10": ["soseleto (shipped, c = 0)", "joint", "target_only", "fine_tune (3/4 source, 1/4 target)",
+                        "soseleto, c = 1, fewer steps"],
             "svhn_mnist": ["soseleto", "target_only", "fine_tune (3/5 source, 2/5 target)", "joint"]}
     for row in shipped(4):  # the pipeline row runs, or is skipped by name if this reweight does not know it yet
         if f"Row {row!r} skipped" not in text:
