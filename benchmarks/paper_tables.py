@@ -27,7 +27,7 @@ run prints a projected total after every finished run, from its own timings):
 
 - measured (``STEP``): each kind of step's FLOPs (46.5 GFLOP for a SOSELETO step of CIFAR-10
   Quick at source batch 100 and target batch 500; 19.3 for a plain step) and its number of aten
-  ops (167-272), and its time on a CPU (the cost ratios against a plain step, 1.0-3.9x);
+  ops (165-273), and its time on a CPU (0.9-3.7x a plain step; ``--measure`` prints them);
 - assumed: the GPU computes 10 TFLOPS on these small convolutions, all processes together
   (``GPU_TFLOPS``; an H100's fp32 peak is about 60, and cuDNN convolutions use TF32);
 - assumed: each aten op costs one process 20 us of host time (``OP_S``), and a step takes the
@@ -79,18 +79,18 @@ def best_pipeline(steps: int) -> dict[str, dict[str, Any]]:
     }}
 
 
-# One step of each kind, measured on a CPU at the tables' batch sizes (docs/results.md, "The paper's
-# tables on a GPU"): (seconds with one thread on a 2-core Xeon, GFLOP by torch.utils.flop_counter,
-# top-level aten ops by torch.profiler). soseleto_direct: SOSELETO with c > 0
-# (strategy.target_weight); a pipeline's later phases are costed as fine-tuning's target phase.
-# svhn_mnist: the digits model measured on Fashion-MNIST -> MNIST with svhn_mnist.yaml's batches.
+# One step of each kind at the tables' batch sizes, by ``--measure`` (docs/results.md, "The paper's
+# tables on a GPU"): (seconds with one thread on a shared 2-core AMD EPYC, GFLOP by
+# torch.utils.flop_counter, top-level aten ops by torch.profiler). soseleto_direct: SOSELETO with
+# c > 0 (strategy.target_weight); a pipeline's later phases are costed as fine-tuning's target
+# phase. svhn_mnist: the digits model on Fashion-MNIST -> MNIST with svhn_mnist.yaml's batches.
 STEP = {
-    "cifar10": {"soseleto": (0.765, 46.5, 244), "soseleto_direct": (1.075, 68.7, 272), "joint": (0.643, 41.5, 195),
-                "target_only": (0.589, 41.5, 195), "fine_tune_source": (0.274, 19.3, 167),
-                "fine_tune_target": (0.645, 41.5, 195)},
-    "svhn_mnist": {"soseleto": (0.145, 5.9, 238), "soseleto_direct": (0.153, 7.3, 273), "joint": (0.097, 4.3, 200),
-                   "target_only": (0.093, 4.3, 200), "fine_tune_source": (0.075, 2.9, 165),
-                   "fine_tune_target": (0.090, 4.3, 200)},
+    "cifar10": {"soseleto": (0.642, 46.5, 244), "soseleto_direct": (0.898, 68.7, 272), "joint": (0.531, 41.5, 195),
+                "target_only": (0.524, 41.5, 195), "fine_tune_source": (0.222, 19.3, 167),
+                "fine_tune_target": (0.537, 41.5, 195)},
+    "svhn_mnist": {"soseleto": (0.117, 5.9, 238), "soseleto_direct": (0.135, 7.3, 273), "joint": (0.098, 4.3, 200),
+                   "target_only": (0.093, 4.3, 200), "fine_tune_source": (0.073, 2.9, 165),
+                   "fine_tune_target": (0.091, 4.3, 200)},
 }
 # Assumed for one H100-class GPU (not measured: see the module docstring).
 GPU_TFLOPS = 10.0  # effective on these small convolutions, all processes together
@@ -235,6 +235,63 @@ def estimate(jobs: list[Job], workers: int, gpu: bool) -> float:
     compute = sum(seconds(job, gpu)[0] for job in jobs)
     alone = sum(seconds(job, gpu)[1] + RUN_OVERHEAD_S for job in jobs)
     return WORKER_START_S + (max(compute, alone / parallel) if gpu else alone / parallel)
+
+
+KINDS = {"plain": ["strategy.name=uniform"], "soseleto": [], "soseleto_direct": ["strategy.target_weight=1.0"],
+         "joint": ["strategy.name=joint"], "target_only": ["strategy.name=target_only"],
+         "fine_tune_source": ["strategy.name=fine_tune", f"strategy.source_steps={10 ** 9}"],
+         "fine_tune_target": ["strategy.name=fine_tune", "strategy.source_steps=0"]}
+
+
+def measure(table: Table, root: Path, quick: bool, say) -> None:
+    """Prints ``STEP``'s numbers for this machine: each kind of step's time (median of
+    interleaved rounds; process CPU time on a CPU, synchronised wall time on a GPU), its ratio
+    to a plain step, its FLOPs and its top-level aten ops. Without SVHN, the digits model is
+    measured on Fashion-MNIST -> MNIST with svhn_mnist.yaml's batch sizes."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from reweight.experiment import config_file
+    from reweight.experiment.runner import build_engine
+
+    config, extra = table.config, [*table.base, *(table.quick if quick else [])]
+    if table.key == "svhn_mnist" and svhn_missing(root):
+        config, extra = BENCHMARKS / "fashion_mnist_mnist.yaml", ["train.source_batch_size=128", *extra]
+    say(f"{table.key}: {config.name} {' '.join(extra)}")
+    engines = {kind: build_engine(*config_file.load(config, [*extra, *sets]), seed=0) for kind, sets in KINDS.items()}
+    gpu = torch.cuda.is_available()
+    clock = time.perf_counter if gpu else time.process_time
+    rounds, block = (1, 1) if quick else (3, 4)
+
+    def per_step(engine, steps: int) -> float:
+        if gpu:
+            torch.cuda.synchronize()
+        start = clock()
+        for _ in range(steps):
+            engine.step()
+        if gpu:
+            torch.cuda.synchronize()
+        return (clock() - start) / steps
+
+    for engine in engines.values():  # warm-up
+        per_step(engine, 2)
+    times = {kind: [] for kind in engines}
+    for _ in range(rounds):
+        for kind, engine in engines.items():
+            times[kind].append(per_step(engine, block))
+    plain = statistics.median(times["plain"])
+    say("| kind of step | s per step | / plain step | GFLOP | aten ops |")
+    say("|---|---|---|---|---|")
+    for kind, engine in engines.items():
+        with FlopCounterMode(display=False) as flops:
+            engine.step()
+        with profile(activities=[ProfilerActivity.CPU]) as profiler:
+            engine.step()
+        ops = sum(1 for e in profiler.events() if e.name.startswith("aten::")
+                  and not (e.cpu_parent and e.cpu_parent.name.startswith("aten::")))
+        median = statistics.median(times[kind])
+        say(f"| {kind} | {median:.4f} | {median / plain:.2f} | {flops.get_total_flops() / 1e9:.1f} | {ops} |")
 
 
 def torch_cuda() -> bool:
@@ -423,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None,
                         help="processes training runs side by side (0: in this one); default 4 on a GPU, 1 on a CPU")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and an estimated time, run nothing")
+    parser.add_argument("--measure", action="store_true",
+                        help="measure each kind of step on this machine (the numbers of STEP), run nothing else")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: seed 0, the first column, data small enough for generated fixtures")
     args = parser.parse_args(argv)
@@ -446,6 +505,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--tables: unknown {', '.join(unknown)} (known: cifar10, svhn_mnist)")
     chosen, notes = [t for t in known if t.key in wanted], []
     root = default_data_root()
+    if args.measure:
+        for table in chosen:
+            measure(table, root, args.quick, say)
+        return 0
     if any(t.key == "svhn_mnist" for t in chosen) and (reason := svhn_missing(root)):
         say(reason)
         notes.append(reason)

@@ -85,3 +85,14 @@ def test_dry_run_prints_the_plan_and_an_estimate(paper_tables, tmp_path, monkeyp
     assert "cifar10: " in printed and "svhn_mnist: 4 rows x 2 columns" in printed and " x 3 seeds = 24 runs" in printed
     assert re.search(r"on one H100-class GPU with 4 workers: \d+\.\d min", printed)
     assert not (tmp_path / "tables.md").exists()
+
+
+def test_measure_prints_every_kind_of_step(paper_tables, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("REWEIGHT_DATA_ROOT", str(datafiles.write_data_root(tmp_path / "data")))
+    assert paper_tables.main(["--measure", "--quick", "--tables", "cifar10"]) == 0
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| ") and not line.startswith("| kind")}
+    assert set(rows) == set(paper_tables.KINDS) and set(paper_tables.STEP["cifar10"]) < set(rows)
+    assert rows["plain"][1] == "1.00"
+    assert all(float(seconds) > 0 and float(gflop) > 0 and int(ops.rstrip(" |")) > 0
+               for seconds, _, gflop, ops in rows.values())
