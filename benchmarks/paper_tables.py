@@ -37,9 +37,9 @@ run prints a projected total after every finished run, from its own timings):
   process reads a data set once and keeps it) and a run 3 s beyond its steps (its engine, one
   evaluation, MLflow, one checkpoint).
 
-With the defaults, 4 workers and SVHN present, the estimate is 4.7 minutes for all 69 runs
-(pipeline row included), compute-bound (about 240 s of GPU compute); at half the assumed
-throughput (5 TFLOPS) it is 8.7 minutes, still within 10.
+With the defaults, 4 workers and SVHN present, the estimate is 5.2 minutes for all 69 runs
+(pipeline row included; CIFAR-10 is compute-bound, about 230 s of GPU compute, SVHN -> MNIST
+host-bound); at half the assumed throughput (``GPU_TFLOPS = 5``) it is 9.1 minutes.
 """
 
 from __future__ import annotations
@@ -229,12 +229,15 @@ def svhn_missing(root: Path) -> str | None:
 
 
 def estimate(jobs: list[Job], workers: int, gpu: bool) -> float:
-    """Wall seconds: the workers start, then share the device (a GPU's compute is one for
-    all; on a CPU each worker has its own cores)."""
-    parallel = max(1, workers)
-    compute = sum(seconds(job, gpu)[0] for job in jobs)
-    alone = sum(seconds(job, gpu)[1] + RUN_OVERHEAD_S for job in jobs)
-    return WORKER_START_S + (max(compute, alone / parallel) if gpu else alone / parallel)
+    """Wall seconds: the workers start, then share the device table by table (the longest runs
+    go first); a GPU's compute is one for all, on a CPU each worker has its own cores."""
+    parallel, total = max(1, workers), WORKER_START_S
+    for table in dict.fromkeys(job.table for job in jobs):
+        mine = [job for job in jobs if job.table == table]
+        compute = sum(seconds(job, gpu)[0] for job in mine)
+        alone = sum(seconds(job, gpu)[1] + RUN_OVERHEAD_S for job in mine)
+        total += max(compute, alone / parallel) if gpu else alone / parallel
+    return total
 
 
 KINDS = {"plain": ["strategy.name=uniform"], "soseleto": [], "soseleto_direct": ["strategy.target_weight=1.0"],
