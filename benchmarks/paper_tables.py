@@ -220,18 +220,23 @@ def plan(chosen: list[Table], seeds: list[int], quick: bool, say) -> tuple[list[
     return jobs, rejected, skipped
 
 
-def svhn_missing(root: Path) -> str | None:
-    absent = [name for name in ("train_32x32.mat", "test_32x32.mat") if not (root / "svhn" / name).is_file()]
-    if absent:
-        return (f"SVHN -> MNIST skipped: no {', '.join(absent)} in {root / 'svhn'} "
-                "(`reweight data download svhn`, or place SVHN format 2 there)")
+def data_missing(table: str, root: Path) -> str | None:
+    """Why a table cannot run here (its image files are not in the data root), or None."""
+    if table == "svhn_mnist":
+        absent = [name for name in ("train_32x32.mat", "test_32x32.mat") if not (root / "svhn" / name).is_file()]
+        if absent:
+            return (f"SVHN -> MNIST skipped: no {', '.join(absent)} in {root / 'svhn'} "
+                    "(`reweight data download svhn`, or place SVHN format 2 there)")
+    if table == "cifar10" and not all(any((root / "cifar10-jpeg").glob(f"{split}*.parquet")) for split in ("train", "test")):
+        return (f"CIFAR-10 skipped: no train*.parquet and test*.parquet in {root / 'cifar10-jpeg'} "
+                "(a CIFAR-10 export in the Hugging Face image layout)")
     return None
 
 
 def estimate(jobs: list[Job], workers: int, gpu: bool) -> float:
     """Wall seconds: the workers start, then share the device table by table (the longest runs
     go first); a GPU's compute is one for all, on a CPU each worker has its own cores."""
-    parallel, total = max(1, workers), WORKER_START_S
+    parallel, total = max(1, workers), WORKER_START_S if jobs else 0.0
     for table in dict.fromkeys(job.table for job in jobs):
         mine = [job for job in jobs if job.table == table]
         compute = sum(seconds(job, gpu)[0] for job in mine)
@@ -259,7 +264,7 @@ def measure(table: Table, root: Path, quick: bool, say) -> None:
     from reweight.experiment.runner import build_engine
 
     config, extra = table.config, [*table.base, *(table.quick if quick else [])]
-    if table.key == "svhn_mnist" and svhn_missing(root):
+    if table.key == "svhn_mnist" and data_missing(table.key, root):
         config, extra = BENCHMARKS / "fashion_mnist_mnist.yaml", ["train.source_batch_size=128", *extra]
     say(f"{table.key}: {config.name} {' '.join(extra)}")
     engines = {kind: build_engine(*config_file.load(config, [*extra, *sets]), seed=0) for kind, sets in KINDS.items()}
@@ -509,13 +514,19 @@ def main(argv: list[str] | None = None) -> int:
     chosen, notes = [t for t in known if t.key in wanted], []
     root = default_data_root()
     if args.measure:
+        from reweight.core.errors import ReweightError
+
         for table in chosen:
-            measure(table, root, args.quick, say)
+            try:
+                measure(table, root, args.quick, say)
+            except ReweightError as error:  # no data, a config this reweight rejects: one line
+                say(f"{table.key}: not measured: {error}")
         return 0
-    if any(t.key == "svhn_mnist" for t in chosen) and (reason := svhn_missing(root)):
-        say(reason)
-        notes.append(reason)
-        chosen = [t for t in chosen if t.key != "svhn_mnist"]
+    for table in list(chosen):
+        if reason := data_missing(table.key, root):
+            say(reason)
+            notes.append(reason)
+            chosen.remove(table)
     jobs, rejected, skipped = plan(chosen, seeds, args.quick, say)
     for table in chosen:
         n = sum(job.table == table.key for job in jobs)
