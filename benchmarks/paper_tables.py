@@ -386,7 +386,7 @@ def run_jobs(jobs: list[Job], workers: int, say) -> tuple[dict[int, Any], int | 
                     done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 except (KeyboardInterrupt, Terminated) as stop:  # Ctrl-C reaches the workers too; SIGTERM is passed on
                     stopped = stopped or (143 if isinstance(stop, Terminated) else 130)
-                    say(f"stopping: the {len(pending)} running runs stop after their current step")
+                    say(f"stopping: the running runs ({len(pending)}) stop after their current step")
                     if isinstance(stop, Terminated):
                         for child in multiprocessing.active_children():
                             os.kill(child.pid, signal.SIGTERM)
@@ -424,7 +424,11 @@ def machine() -> str:
 
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores), torch {torch.__version__}"
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.is_file() else [])
+             if line.startswith("model name")]
+    name = names[0] if names else platform.processor() or platform.machine()
+    return f"CPU ({name}, {os.cpu_count()} cores), torch {torch.__version__}"
 
 
 def git_commit() -> str:
@@ -437,6 +441,8 @@ def git_commit() -> str:
 
 def write(out: Path, chosen: list[Table], jobs: list[Job], outcomes: dict[int, Any], skipped: dict[str, dict[str, str]],
           notes: list[str], header: list[str]) -> None:
+    from reweight.experiment.interrupts import Interrupted
+
     lines, records = [*header, ""], []
     for line in notes:
         lines += [line, ""]
@@ -457,10 +463,11 @@ def write(out: Path, chosen: list[Table], jobs: list[Job], outcomes: dict[int, A
                     mine = [(job, outcomes.get(i)) for i, job in enumerate(jobs)
                             if (job.table, job.row, job.column) == (table.key, row, column)]
                     values = [o[0][metric] for _, o in mine if isinstance(o, tuple) and metric in o[0]]
-                    failed = sum(isinstance(o, BaseException) for _, o in mine)
+                    stopped = sum(isinstance(o, Interrupted) for _, o in mine)
+                    failed = sum(isinstance(o, BaseException) for _, o in mine) - stopped
                     missing = sum(o is None for _, o in mine)
-                    cells.append(cell(values) + (f" ({failed} failed)" if failed else "")
-                                 + (f" ({missing} not run)" if missing else ""))
+                    cells.append(cell(values) + "".join(f" ({n} {what})" for n, what in (
+                        (failed, "failed"), (stopped, "stopped"), (missing, "not run")) if n))
                     if values:
                         mean, std = summary(values)
                         records.append({"table": table.key, "row": row, "column": column, "metric": metric,
@@ -565,7 +572,8 @@ def main(argv: list[str] | None = None) -> int:
                         "finished; the table holds those.")
     write(args.out, chosen, jobs, outcomes, skipped, notes, header)
     failed = sum(not isinstance(o, tuple) for o in outcomes.values())
-    say(f"wrote {args.out} and {args.out.with_suffix('.csv')} in {wall:.0f} s" + (f"; {failed} runs failed" if failed else ""))
+    say(f"wrote {args.out} and {args.out.with_suffix('.csv')} in {wall:.0f} s"
+        + (f"; {failed} of {len(jobs)} runs failed or stopped" if failed else ""))
     return stopped if stopped is not None else 1 if failed else 0
 
 
