@@ -342,7 +342,8 @@ def run_jobs(jobs: list[Job], workers: int, say) -> tuple[dict[int, Any], int | 
         done = sum(work[i] for i in outcomes)
         elapsed = time.perf_counter() - start
         if isinstance(outcome, BaseException):
-            what = f"FAILED: {type(outcome).__name__}: {str(outcome).splitlines()[0] if str(outcome) else ''}"
+            status = "STOPPED" if type(outcome).__name__ == "Interrupted" else f"FAILED: {type(outcome).__name__}"
+            what = f"{status}: {str(outcome).splitlines()[0] if str(outcome) else ''}"
         else:
             metrics, seconds = outcome
             what = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("test_accuracy", "weight_noise_auc") if k in metrics)
