@@ -113,8 +113,10 @@ def test_a_restart_retrains_from_the_initial_model_and_continuing_does_not(resta
 
 
 def test_a_threshold_that_drops_everything_is_one_line(tracking_dir):
-    with pytest.raises(ConfigError, match="drops every source example"):
+    with pytest.raises(ConfigError) as caught:
         reweight.run(config(pipeline=[{"phase": "filter_retrain", "steps": 5, "drop_below": 2.0}]))
+    assert str(caught.value).startswith("pipeline: filter_retrain with drop_below 2.0 drops every one of the 120 "
+                                        "source examples") and "\n" not in str(caught.value)
 
 
 @settings(max_examples=50, deadline=None)
@@ -152,3 +154,67 @@ def test_a_pipeline_interrupted_in_a_later_phase_resumes_to_the_uninterrupted_re
         assert torch.equal(parameters(resumed)[name], value), name
     assert torch.equal(resumed.weights, expected.weights)
     assert resumed.metrics["kept_fraction"] == expected.metrics["kept_fraction"]
+
+
+def test_a_filtered_batch_trains_on_the_mean_of_its_kept_examples():
+    """Dropped examples weigh 0 and the kept ones B / (number kept): the source loss of a batch
+    is the mean over its kept examples, as if the dropped ones were not in the set."""
+    from plugins.reweight_uniform import Uniform
+    from reweight.components.granularities.per_sample import PerSample
+    from reweight.core.data import Batch
+    from reweight.experiment.pipeline import PhasedStrategy
+
+    phase = PhaseConfig(phase="filter_retrain", steps=1, drop_fraction=0.5)
+    from reweight.core.data import Split
+
+    source = Split(torch.zeros(6, 2), torch.zeros(6, dtype=torch.long))
+    strategy = PhasedStrategy(Uniform(None, PerSample(None, source), torch.device("cpu")), [phase])
+    strategy.phase, strategy.keep = 1, torch.tensor([True, False, True, True, False, False])
+    batch = Batch(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), torch.tensor([0, 1, 2, 5]))
+    assert strategy.weights(batch, None).tolist() == [2.0, 0.0, 2.0, 0.0]
+    losses = torch.tensor([1.0, 7.0, 3.0, 9.0])
+    assert (strategy.weights(batch, None) * losses).mean().item() == 2.0  # (1 + 3) / 2
+    none_kept = Batch(torch.zeros(2, 2), torch.zeros(2, dtype=torch.long), torch.tensor([1, 4]))
+    assert strategy.weights(none_kept, None).tolist() == [0.0, 0.0]
+
+
+def test_a_schedule_spans_the_pipeline_and_its_milestones_may_lie_in_a_later_phase():
+    step = {"kind": "step", "milestones": [40]}
+    validate(config(train={**BASE["train"], "schedule": step}, pipeline=[{"phase": "fine_tune", "steps": 20}]))
+    with pytest.raises(ConfigError, match=r"^train.schedule: milestone 50 is not before the last step "
+                                          r"\(train.steps: 30, and the pipeline's 20: 50\)$"):
+        validate(config(train={**BASE["train"], "schedule": {**step, "milestones": [50]}},
+                        pipeline=[{"phase": "fine_tune", "steps": 20}]))
+
+
+def test_a_strategy_that_hides_its_state_is_caught_inside_a_pipeline_too():
+    from reweight.core.errors import ContractError
+    from reweight.core.plugins import register as register_component
+    from reweight.experiment.runner import build_engine
+    from tests.test_bad_input import ForgetfulState
+
+    register_component("strategy", "forgetful", ForgetfulState)
+    checked, options = validate(config(strategy={"name": "forgetful"}, pipeline=[{"phase": "fine_tune", "steps": 5}]))
+    engine = build_engine(checked, options, 0)
+    with pytest.raises(ContractError, match="its state changed in the first step"):
+        engine.step()
+
+
+def test_a_pipeline_stopped_exactly_where_the_bilevel_phase_ends_resumes_to_the_same_result(tracking_dir, monkeypatch,
+                                                                                           capsys):
+    """The checkpoint of the boundary step is saved before the next phase is entered; the
+    resumed run enters it and ends as the uninterrupted one."""
+    from reweight.experiment import runner
+
+    phases = [{"phase": "filter_retrain", "steps": 20, "drop_fraction": 0.3}]
+    piped = config(pipeline=phases, checkpoint={"every": 10})
+    expected = reweight.run({**piped, "name": "uninterrupted"})
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "stop_on_signal", lambda: contextlib.nullcontext(StopAfter(30, signal.SIGTERM)))
+        with pytest.raises(reweight.ReweightError, match="at step 30 of"):
+            reweight.run(piped)
+    resumed = reweight.run(piped, resume=True)
+    assert "resuming at step 30" in capsys.readouterr().out
+    for name, value in parameters(expected).items():
+        assert torch.equal(parameters(resumed)[name], value), name
+    assert torch.equal(resumed.weights, expected.weights)

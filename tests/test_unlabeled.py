@@ -171,3 +171,44 @@ def test_a_bad_unlabeled_section_is_one_line(tracking_dir, section, message):
     with pytest.raises(ConfigError) as caught:
         reweight.run(config)
     assert str(caught.value).startswith(message) and "\n" not in str(caught.value), caught.value
+
+
+def test_the_term_reaches_the_representation_and_the_weights(tracking_dir):
+    """Through c = 1 (target_only) the term trains θ; through the hypergradient (SOSELETO,
+    c = 0) it moves the weights."""
+    data, term = unlabeled_data(), {"name": "entropy", "weight": 1.0, "batch_size": 16}
+    for strategy in ({"name": "target_only"}, {"name": "soseleto", "lr": 20.0}):
+        config = {**CONFIG, "strategy": strategy}
+        without, with_term = reweight.run(config, data=data), reweight.run({**config, "unlabeled": term}, data=data)
+        theta = [name for name in without.model.state_dict() if name.startswith("representation.")]
+        assert theta
+        moved = any(not torch.equal(without.model.state_dict()[n], with_term.model.state_dict()[n]) for n in theta)
+        assert moved, strategy
+    assert not torch.equal(with_term.weights, without.weights)  # SOSELETO's α, through v = ∇θ L_t
+
+
+def test_overrides_and_sweeps_treat_the_unlabeled_section_as_a_component():
+    from reweight.experiment.config_file import apply_overrides
+
+    raw = {**CONFIG, "data": {"name": "synthetic_2d"}, "unlabeled": {"name": "pseudo_label", "threshold": 0.8}}
+    assert apply_overrides(dict(raw), ["unlabeled.name=entropy"])["unlabeled"] == {"name": "entropy"}
+    bare = apply_overrides({**raw, "unlabeled": "entropy"}, ["unlabeled.weight=0.5"])
+    assert bare["unlabeled"] == {"name": "entropy", "weight": 0.5}
+
+
+def test_a_term_that_is_not_an_unlabeled_loss_is_one_line(tracking_dir):
+    register("unlabeled", "plain", lambda options: (lambda logits: logits.sum()))
+    with pytest.raises(ConfigError) as caught:
+        reweight.run({**CONFIG, "unlabeled": {"name": "plain"}}, data=unlabeled_data())
+    assert str(caught.value).startswith("unlabeled.name: unlabeled 'plain' (plugin 'python') did not build an "
+                                        "UnlabeledLoss") and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("value", [True, 0, "all", 2.5])
+def test_the_transfer_unlabeled_option_is_a_count_or_rest(value):
+    from pydantic import ValidationError
+
+    from reweight.components.datasets.vision import TransferTargetOptions
+
+    with pytest.raises(ValidationError, match="expected a count of images \\(at least 1\\) or 'rest'"):
+        TransferTargetOptions(dataset="mnist", unlabeled=value)

@@ -160,6 +160,10 @@ class HiddenStateWatch:
     or created during the step is not seen.)"""
 
     def __init__(self, strategy: Any) -> None:
+        # a strategy that wraps another (a pipeline's phases) checkpoints the other's state in its
+        # own: the wrapped strategy is the one watched
+        self.wrapper = strategy if getattr(strategy, "wrapped", None) is not None else None
+        strategy = strategy.wrapped if self.wrapper is not None else strategy
         self.strategy = strategy
         self.before: dict[str, torch.Tensor] = {}
         self.owned_keys: list[str] = []
@@ -172,6 +176,8 @@ class HiddenStateWatch:
 
     def check(self, state: Any) -> None:
         """``state``: the strategy's ``state_dict()`` after the first step."""
+        if self.wrapper is not None:
+            state = strategy_state(self.strategy)
         if not self.before or state:
             return
         owned = {key: vars(self.strategy)[key] for key in self.owned_keys if key in vars(self.strategy)}

@@ -16,9 +16,9 @@ from reweight.core.errors import ContractError, NumericalError
 from reweight.core.plugins import describe, registry
 from reweight.experiment import checkpoint
 from reweight.experiment.checkpoint import CheckpointError
-from reweight.experiment.config import SECTIONS, ExperimentConfig, resolved
+from reweight.experiment.config import COMPONENT_SECTIONS, ExperimentConfig, resolved
 from reweight.experiment.interrupts import Interrupted, StopRequest
-from reweight.experiment.pipeline import enter_next_phase, filter_metrics, phase_ends
+from reweight.experiment.pipeline import PhasedStrategy, enter_next_phase, filter_metrics, phase_ends
 from reweight.experiment.sweep import Combination, Plan
 from reweight.experiment.tracking import (
     CHECKPOINT_TAG,
@@ -69,7 +69,7 @@ def child_tags(plan: Plan, combination: Combination, seed: int) -> dict[str, str
 def blamed(error: ContractError, config: ExperimentConfig) -> ContractError:
     """The error with the plugin that broke the rule named: the core states the rule, only the
     experiment knows which configured plugin the object came from."""
-    section = next(section for section, kind in SECTIONS.items() if kind == error.component)
+    section = next(section for section, kind in COMPONENT_SECTIONS.items() if kind == error.component)
     name = getattr(config, section).name
     component = registry().get(error.component, name)
     origin = f"plugin {component.plugin!r}"
@@ -167,7 +167,7 @@ def run_seed(tracker: Tracker, plan: Plan, combination: Combination, seed: int, 
         task = progress.add_task(name, total=ends[-1], completed=engine.step_count)
         try:
             for phase, until in enumerate(ends):
-                if phase > getattr(engine.strategy, "phase", 0):  # a pipeline's next phase begins here
+                if isinstance(engine.strategy, PhasedStrategy) and phase > engine.strategy.phase:  # the next phase
                     enter_next_phase(engine)
                 engine.fit(until, config.train.eval_every, on_eval=on_eval,
                            progress=lambda advance: progress.advance(task, advance), after_step=after_step,

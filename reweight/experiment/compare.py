@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reweight.core.errors import ReweightError
-from reweight.experiment.config import SECTIONS
+from reweight.experiment.config import COMPONENT_SECTIONS
 from reweight.experiment.tracking import connect, import_mlflow, store_call
 
 if TYPE_CHECKING:
@@ -127,7 +127,7 @@ def plugin_choice(field: str) -> bool:
     """``strategy.name``, ``data.name``, ...: the field that picks a component's plugin (whose
     options then differ with it)."""
     section, _, rest = field.partition(".")
-    return rest == "name" and section in SECTIONS
+    return rest == "name" and section in COMPONENT_SECTIONS
 
 
 def distinguishing_by(runs: pd.DataFrame, by: list[str]) -> list[str]:

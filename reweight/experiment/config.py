@@ -17,7 +17,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -156,14 +155,6 @@ class TrainConfig(BaseModel):
             raise ValueError("weight_decay is set twice (and as optimizer.weight_decay); keep one")
         return self
 
-    @field_validator("schedule")
-    @classmethod
-    def _milestones_within_the_run(cls, schedule: ScheduleConfig, info: ValidationInfo) -> ScheduleConfig:
-        steps = info.data.get("steps")
-        late = [m for m in schedule.milestones if steps is not None and m >= steps]
-        if late:
-            raise ValueError(f"milestone {late[0]} is not before the last step (train.steps: {steps})")
-        return schedule
 
 
 class TrackingConfig(BaseModel):
@@ -323,6 +314,10 @@ SECTIONS = {
 }
 
 
+# every section that names a component, the ones a config may leave out too
+COMPONENT_SECTIONS = {**SECTIONS, "unlabeled": "unlabeled"}
+
+
 def path_part(part: Any) -> str:
     """A key as written in a field path; quoted when it would be unreadable or ambiguous there."""
     if isinstance(part, int) or (isinstance(part, str) and part.isprintable() and part.strip() == part and part
@@ -350,6 +345,7 @@ def validate(raw: Any, plugins: Registry | None = None) -> tuple[ExperimentConfi
         config = ExperimentConfig.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(_first_error(error)) from None
+    check_milestones(config)
     plugins = plugins or registry()
     options: dict[str, BaseModel] = {}
     for section, kind in SECTIONS.items():
@@ -357,6 +353,17 @@ def validate(raw: Any, plugins: Registry | None = None) -> tuple[ExperimentConfi
     if config.unlabeled is not None:
         options["unlabeled"] = component_options(plugins, "unlabeled", "unlabeled", config.unlabeled)
     return config, options
+
+
+def check_milestones(config: ExperimentConfig) -> None:
+    """A step schedule's milestones lie before the run's last step: ``train.steps``, plus the
+    steps of a pipeline's phases, which the schedule spans too."""
+    extra = sum(phase.steps for phase in config.pipeline)
+    last = config.train.steps + extra
+    late = [m for m in config.train.schedule.milestones if m >= last]
+    if late:
+        run = f"train.steps: {config.train.steps}" + (f", and the pipeline's {extra}: {last}" if extra else "")
+        raise ConfigError(f"train.schedule: milestone {late[0]} is not before the last step ({run})")
 
 
 def component_options(plugins: Registry, section: str, kind: str, spec: Component) -> BaseModel:

@@ -13,7 +13,14 @@ from pydantic import BaseModel
 
 from reweight.core.errors import ConfigError
 from reweight.core.plugins import describe
-from reweight.experiment.config import DEFAULT_NAMES, SECTIONS, ExperimentConfig, name_key, validate, with_name_key
+from reweight.experiment.config import (
+    COMPONENT_SECTIONS,
+    DEFAULT_NAMES,
+    ExperimentConfig,
+    name_key,
+    validate,
+    with_name_key,
+)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -46,11 +53,11 @@ def set_value(raw: dict[str, Any], path: list[str], value: Any) -> None:
     A component section follows its plugin: a new ``name`` (or a bare name given for the whole
     section, ``strategy=uniform``) replaces the section, dropping the old plugin's options;
     the same name keeps them."""
-    for section in SECTIONS:  # one spelling of the plugin name, so overrides find it
+    for section in COMPONENT_SECTIONS:  # one spelling of the plugin name, so overrides find it
         if section in raw:
             raw[section] = with_name_key(raw[section])
     path = list(path)
-    if path[0] in SECTIONS:
+    if path[0] in COMPONENT_SECTIONS:
         if len(path) == 1 and isinstance(value, str):
             path = [path[0], "name"]
         if len(path) == 2:

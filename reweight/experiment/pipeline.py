@@ -7,8 +7,9 @@ across phases unchanged:
 - ``fine_tune``: the target set alone trains θ and the heads (source weights 0), from the
   representation the reweighted source built — fine-tuning, with reweighting as the first phase;
 - ``filter_retrain``: the source examples with the lowest learned weights are dropped (a
-  fraction, or those below a threshold); the kept ones train at weight 1 beside the target
-  loss (``target_weight``), from a freshly initialised model (``restart``) or from the current one.
+  fraction, or those below a threshold); the source loss is then the mean over each batch's
+  kept examples, beside the target loss (``target_weight``), from the model as initialised
+  (``restart``) or from the current one.
 
 The phases are a strategy that wraps the configured one (``PhasedStrategy``): the engine sees
 only the strategy contract. The weights reported after the bilevel phase (metrics, the weights
@@ -33,14 +34,19 @@ class PhasedStrategy(Strategy):
     """The configured strategy for phase 0, then the pipeline's phases (``phases``: the config's
     ``PhaseConfig`` list). ``phase`` and the frozen weights are checkpointed with the inner state."""
 
-    def __init__(self, inner: Strategy, phases: list, model_state: dict[str, torch.Tensor]) -> None:
+    def __init__(self, inner: Strategy, phases: list) -> None:
         super().__init__(inner.options, inner.granularity, inner.device)
         self.inner, self.phases = inner, phases
+        self.wrapped = inner  # what the engine's contract checks look through to
         self.phase = BILEVEL
         self.learned = torch.empty(0, device=inner.device)  # every source example's weight when phase 0 ended
         self.keep = torch.empty(0, dtype=torch.bool, device=inner.device)  # the filter's kept examples
-        # the model as initialised, for a restart; kept off the state (a rebuilt run makes the same)
-        self._initial_model = {name: value.detach().clone() for name, value in model_state.items()}
+        self._initial_model: dict[str, torch.Tensor] = {}
+
+    def remember_initial_model(self, model) -> None:
+        """The model as the engine starts it (rank 0's, in a data-parallel run), for a restart;
+        kept off the checkpoint state, since a rebuilt run starts from the same one."""
+        self._initial_model = {name: value.detach().clone() for name, value in model.state_dict().items()}
 
     @property
     def current(self):
@@ -64,7 +70,10 @@ class PhasedStrategy(Strategy):
             return self.inner.weights(batch, losses)
         if phase.phase == "fine_tune":
             return torch.zeros(len(batch), device=batch.y.device)
-        return self.keep[batch.index.to(self.keep.device)].to(batch.y.device, torch.float32)
+        # the batch's kept examples at B / (number kept), so that the source loss is their mean:
+        # training on the kept set, not on the whole set with the dropped ones as zeros
+        kept = self.keep[batch.index.to(self.keep.device)].to(batch.y.device, torch.float32)
+        return kept * (len(batch) / kept.sum().clamp(min=1.0))
 
     def reported_weights(self, batch: Batch, losses: torch.Tensor | None) -> torch.Tensor | None:
         if self.current is None:
@@ -103,8 +112,9 @@ def total_steps(config) -> int:
 
 
 def kept_examples(learned: torch.Tensor, phase) -> torch.Tensor:
-    """The filter's mask: drop the ``drop_fraction`` lowest weights (ties broken by index, so
-    the same weights always drop the same examples) or every weight below ``drop_below``."""
+    """The filter's mask: drop the ``drop_fraction`` lowest weights (ties broken by example index,
+    so the same weights always drop the same examples; with weights shared by a group, ties are
+    whole groups and ``drop_below`` is the rule to use) or every weight below ``drop_below``."""
     if phase.drop_below is not None:
         keep = learned >= phase.drop_below
     else:

@@ -24,13 +24,14 @@ from reweight.core.engine import Engine, TrainSettings
 from reweight.core.errors import ConfigError, ContractError, NumericalError, ReweightError
 from reweight.core.plugins import describe, registry
 from reweight.core.streaming import stream_data
+from reweight.core.unlabeled import UnlabeledLoss
 from reweight.experiment import checkpoint
 from reweight.experiment.augmentation import augmentation, stream_settings
 from reweight.experiment.child_run import SeedResult, blamed, child_name, run_seed
 from reweight.experiment.config import DEFAULT_NAMES, ExperimentConfig, flatten, resolved
 from reweight.experiment.interrupts import AgreedStop, Interrupted, stop_on_signal
-from reweight.experiment.rank_tracking import tracker_for
 from reweight.experiment.pipeline import PhasedStrategy, total_steps
+from reweight.experiment.rank_tracking import tracker_for
 from reweight.experiment.schedule import scheduler
 from reweight.experiment.sweep import Combination, Plan, label
 from reweight.experiment.tracking import PLAN_FILE, PLAN_TAG, Tracker, ui_link
@@ -95,16 +96,16 @@ def build_engine(config: ExperimentConfig, options: dict[str, BaseModel], seed: 
         raise ConfigError(f"loss.name: loss {config.loss.name!r} (plugin {loss.plugin!r}) did not build a loss "
                           f"({describe(error)})") from None
     if config.unlabeled is not None:
-        if data.unlabeled is None:
+        if data.unlabeled is None or not len(data.unlabeled):
             raise ConfigError(f"unlabeled: data set {config.data.name!r} has no unlabeled target examples; give it "
                               "some (for transfer: data.target.unlabeled) or leave the unlabeled section out")
-        model.use_unlabeled(plugins.get("unlabeled", config.unlabeled.name).factory(options["unlabeled"]))
+        model.use_unlabeled(unlabeled_term(plugins.get("unlabeled", config.unlabeled.name), options["unlabeled"]))
     granularity = plugins.get("granularity", config.granularity.name).factory(
         options["granularity"], data.source, model=model
     )
     strategy = plugins.get("strategy", config.strategy.name).factory(options["strategy"], granularity, device)
     if config.pipeline:
-        strategy = PhasedStrategy(strategy, config.pipeline, model.state_dict())
+        strategy = PhasedStrategy(strategy, config.pipeline)
     hypergradient = plugins.get("hypergradient", config.hypergrad.name).factory(options["hypergrad"])
     schedule = functools.partial(scheduler, config.train.schedule, total_steps(config))  # over every phase
     train = config.train
@@ -113,10 +114,25 @@ def build_engine(config: ExperimentConfig, options: dict[str, BaseModel], seed: 
                              optimizer=train.optimizer.settings(), target_optimizer=train.target_optimizer.settings(),
                              schedule=schedule, augment=augmentation(config.augment))
     try:
-        return Engine(model, strategy, hypergradient, data, settings, seed, parallel)
+        engine = Engine(model, strategy, hypergradient, data, settings, seed, parallel)
     except ContractError as error:
         raise blamed(error, config) from None
+    if isinstance(strategy, PhasedStrategy):
+        strategy.remember_initial_model(engine.model)
+    return engine
 
+
+
+def unlabeled_term(component, options: BaseModel) -> UnlabeledLoss:
+    """The unlabeled section's term, checked: one line here rather than an AttributeError in
+    the first step."""
+    term = component.factory(options)
+    size = getattr(term, "batch_size", None)
+    if not callable(term) or isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ConfigError(f"unlabeled.name: unlabeled {component.name!r} (plugin {component.plugin!r}) did not build "
+                          "an UnlabeledLoss (a callable term(logits) with an int batch_size >= 1); got "
+                          f"{type(term).__name__}")
+    return term
 
 
 def summary_keys(metrics: dict[str, float]) -> list[str]:

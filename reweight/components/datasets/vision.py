@@ -60,9 +60,16 @@ class TransferSourceOptions(ImagesOptions):
 
 class TransferTargetOptions(ImagesOptions):
     per_class: PositiveInt = Field(25, description="nᵗ, labelled target examples per class.")
-    unlabeled: PositiveInt | Literal["rest"] | None = Field(
+    unlabeled: int | Literal["rest"] | None = Field(
         None, description="Unlabeled target examples: this many (random by seed) or 'rest', every training image of "
                           "the target classes not labelled (for the unlabeled section).")
+
+    @field_validator("unlabeled", mode="before")
+    @classmethod
+    def _count_or_rest(cls, value):
+        if value is None or value == "rest" or (type(value) is int and value >= 1):
+            return value
+        raise ValueError(f"expected a count of images (at least 1) or 'rest', got {value!r}")
 
 
 class TransferOptions(BaseModel):
