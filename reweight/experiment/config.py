@@ -169,7 +169,10 @@ class TrainConfig(BaseModel):
 class TrackingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     experiment: str | None = Field(None, description="MLflow experiment; defaults to the config's name.")
-    plots: bool = Field(True, description="Log comparison plots (PNG) on the parent run.")
+    plots: bool = Field(True, description="Log comparison plots (PNG) on the parent run, and each child run's "
+                                          "pictures of its weights.")
+    baseline: str | None = Field(None, min_length=1, description="Also train this strategy (e.g. uniform) on each "
+                                 "seed and print the run's results against it (reweight.experiment.baseline).")
 
 
 class CheckpointConfig(BaseModel):
@@ -329,6 +332,11 @@ def validate(raw: Any, plugins: Registry | None = None) -> tuple[ExperimentConfi
         except Exception as error:  # noqa: BLE001 - a plugin's validator raised something pydantic does not wrap
             raise ConfigError(f"{section}: the options of {kind} {spec.name!r} (plugin {component.plugin!r}) "
                               f"could not be checked ({describe(error)})") from None
+    if config.tracking.baseline is not None:
+        try:
+            plugins.get("strategy", config.tracking.baseline)
+        except KeyError as error:
+            raise ConfigError(f"tracking.baseline: {error.args[0]}") from None
     return config, options
 
 

@@ -286,6 +286,7 @@ def run_ranks(plan: Plan, console: Console, resume: bool | str, keep_engines: bo
                         how = f"run={mine[-1].run_id}"
                     console.print(summary_line(f"{plan.name} [{combination.name} seed {seed}]", mine[-1].metrics)
                                   + f" {how}", soft_wrap=True, markup=False)
+                    explain(mine[-1], tracker, console)
                 results.extend(mine)
                 summarize_seeds(tracker, plan, combination, mine, console, parent_id)
             if first.config.tracking.plots and results and parallel.leader:
@@ -301,6 +302,16 @@ def run_ranks(plan: Plan, console: Console, resume: bool | str, keep_engines: bo
         print_comparison(plan, results, console, parent_id)
     console.print(f"in MLflow's UI: {ui_link(tracker.experiment_id, parent_id)}", soft_wrap=True, markup=False)
     return results
+
+
+def explain(result: SeedResult, tracker: Tracker, console: Console) -> None:
+    """With ``tracking.baseline``: what the run's numbers mean, in plain sentences."""
+    from reweight.experiment import baseline
+
+    config = result.combination.config
+    if config.tracking.baseline not in (None, config.strategy.name):
+        for line in baseline.explained(result, tracker.artifact_location):
+            console.print(f"  {line}", soft_wrap=True, markup=False)
 
 
 def summarize_seeds(tracker: Tracker, plan: Plan, combination: Combination, mine: list[SeedResult],
@@ -344,7 +355,7 @@ def log_plots(tracker: Tracker, plan: Plan, results: list[SeedResult]) -> None:
     from reweight.experiment import plots
 
     keys = comparison_keys(plan)
-    records = [plots.RunRecord(cell_of(r, keys), r.history, r.table) for r in results]
+    records = [plots.RunRecord(cell_of(r, keys), r.history, r.table, r.examples) for r in results]
     made = plots.figures(records, keys)
     try:
         for name, figure in made.items():
