@@ -160,7 +160,7 @@ def test_unreadable_checkpoints_are_one_line_errors(tmp_path):
 def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(tracking_dir, capsys, every):
     from reweight.cli import main
 
-    code = main(["run", BENCHMARK, "--set", "train.steps=300", "--set", "train.lr=1e38",
+    code = main(["run", BENCHMARK, "--set", "train.steps=300", "--set", "train.lr=1e38", "--set", "train.eval_every=100",
                  "--set", f"checkpoint.every={every}"])
     error = capsys.readouterr().err.strip()
     assert code == 2 and len(error.splitlines()) == 1, error
@@ -469,7 +469,7 @@ def test_a_resume_after_a_finished_seed_builds_the_next_seed_afresh(tracking_dir
     from reweight.experiment import runner
 
     args = ["run", BENCHMARK, "--set", "seeds=[0, 1]", "--set", "train.steps=60", "--set", "train.eval_every=20",
-            "--set", "checkpoint.every=10", "--set", "tracking.plots=false"]
+            "--set", "checkpoint.every=10", "--set", "tracking.plots=false", "--set", "tracking.baseline=null"]
     with pytest.MonkeyPatch.context() as patch:  # seed 0: 1 + 60 polls; seed 1: 1 + 25 polls
         patch.setattr(runner, "stop_on_signal", lambda: contextlib.nullcontext(StopAfter(86, signal.SIGINT)))
         assert main(args) == 130

@@ -35,6 +35,7 @@ def test_synthetic_run_lands_in_mlflow_and_downweights_flipped_labels(tracking_d
     assert result.returncode == 0, result.stderr
     summary = [line for line in result.stdout.splitlines() if "test_accuracy=" in line]
     assert len(summary) == 3 and "2 seeds" in summary[-1] and "weight_noise_auc=" in summary[-1]
+    assert result.stdout.count("without reweighting (uniform, same seed and data)") == 2  # tracking.baseline
 
     import mlflow
 
@@ -45,14 +46,14 @@ def test_synthetic_run_lands_in_mlflow_and_downweights_flipped_labels(tracking_d
     assert len(parents) == 1 and len(children) == 2
     assert set(children["tags.mlflow.parentRunId"]) == set(parents["run_id"])
     assert set(children["tags.strategy"]) == {"soseleto"} and set(children["tags.seed"]) == {"0", "1"}
-    assert list(parents["tags.mlflow.runName"]) == ["soseleto(lr=50.0) · 2 seeds"]
+    assert list(parents["tags.mlflow.runName"]) == ["soseleto(lr=20.0) · 2 seeds"]
     assert set(children["tags.mlflow.runName"]) == {"soseleto-seed0", "soseleto-seed1"}
     experiment = mlflow.get_experiment_by_name("synthetic_2d")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # MLflow 3's training view
     assert result.stdout.splitlines()[-1] == (
         f"in MLflow's UI: mlflow ui --backend-store-uri sqlite:///{tracking_dir / 'mlflow.db'}, then http://127.0.0.1:"
         f"5000/#/experiments/{experiment.experiment_id}/runs/{parents['run_id'].iloc[0]}?workflowType=machine_learning")
-    assert children["params.strategy.lr"].iloc[0] == "50.0"
+    assert children["params.strategy.lr"].iloc[0] == "20.0"
     for name in ("test_accuracy", "target_loss", "source_loss", "weight_noise_auc"):
         assert children[f"metrics.{name}"].notna().all()
     assert (children["metrics.weight_clean_mean"] > children["metrics.weight_corrupted_mean"] + 0.1).all()
@@ -61,7 +62,7 @@ def test_synthetic_run_lands_in_mlflow_and_downweights_flipped_labels(tracking_d
     client = mlflow.MlflowClient()
     run_id = children["run_id"].iloc[0]
     history = client.get_metric_history(run_id, "test_accuracy")
-    assert [m.step for m in history] == list(range(100, 2001, 100))
+    assert [m.step for m in history] == list(range(125, 3126, 125))
     rows = list(csv.DictReader(io.StringIO(Path(mlflow.artifacts.download_artifacts(
         run_id=run_id, artifact_path="weights.csv", dst_path=str(tracking_dir / "dl"))).read_text())))
     assert len(rows) == 500
@@ -449,7 +450,7 @@ def test_the_printed_link_opens_the_parent_run_in_mlflows_training_view(tmp_path
         page = subprocess.run([browser(), "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=40000",
                                "--dump-dom", link], check=False, capture_output=True, text=True, timeout=300).stdout
     text = " ".join(re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)\b.*?</\1>", "", page, flags=re.DOTALL)).split())
-    assert "soseleto(lr=50.0) · 2 seeds" in text and "test_accuracy_mean" in text, text[:2000]  # the parent
+    assert "soseleto(lr=20.0) · 2 seeds" in text and "test_accuracy_mean" in text, text[:2000]  # the parent
     assert "Model registry" in text and "Observability" not in text, text[:2000]  # the training view's menu
 
 

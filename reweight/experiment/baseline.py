@@ -18,9 +18,10 @@ KEPT = ("test_accuracy", "test_accuracy_at_best")  # the baseline's metrics logg
 PICTURES = ("plots/points.png", "plots/extremes.png", "plots/weights_by_class.png")  # the first one made is named
 
 
-def train(combination: Any, seed: int, parallel: Any) -> dict[str, float]:
+def train(combination: Any, seed: int, parallel: Any, after_step=lambda step: None) -> dict[str, float]:
     """The baseline's final metrics, as ``baseline_<name>``: the combination's config with the
-    baseline strategy (its default options), trained on ``seed`` without logging anything."""
+    baseline strategy (its default options), trained on ``seed`` without logging anything
+    (``after_step``: e.g. stop on a signal)."""
     from reweight.experiment.runner import build_engine
 
     name = combination.config.tracking.baseline
@@ -32,7 +33,8 @@ def train(combination: Any, seed: int, parallel: Any) -> dict[str, float]:
     except ConfigError as error:
         raise ConfigError(f"tracking.baseline: {error}") from None
     engine = build_engine(config, options, seed, parallel)
-    found = engine.fit(config.train.steps, config.train.eval_every, patience=config.selection.patience)
+    found = engine.fit(config.train.steps, config.train.eval_every, after_step=after_step,
+                       patience=config.selection.patience)
     return {f"baseline_{key}": value for key, value in found.items() if key in KEPT}
 
 

@@ -183,7 +183,12 @@ def run_seed(tracker: Tracker, plan: Plan, combination: Combination, seed: int, 
         table = weights_table(engine)
         tracker.text(weights_csv(table), WEIGHTS_FILE)
         if config.tracking.baseline not in (None, config.strategy.name):
-            found = baseline.train(combination, seed, engine.parallel)
+            def baseline_step(step: int) -> None:  # the run is saved; a resume trains the baseline again
+                if stop.pending:
+                    raise Interrupted(f"{stop.name} while training the baseline of {name}; checkpoint saved to "
+                                      f"{path}; resume with: reweight resume {parent_id}", stop.signal)
+
+            found = baseline.train(combination, seed, engine.parallel, baseline_step)
             tracker.metrics(found, engine.step_count)
             latest.update(found)
         pictures, extremes = examples.log_run_plots(tracker, engine, table, config.strategy.name) \
