@@ -36,6 +36,7 @@ def test_synthetic_run_lands_in_mlflow_and_downweights_flipped_labels(tracking_d
     summary = [line for line in result.stdout.splitlines() if "test_accuracy=" in line]
     assert len(summary) == 3 and "2 seeds" in summary[-1] and "weight_noise_auc=" in summary[-1]
     assert result.stdout.count("without reweighting (uniform, same seed and data)") == 2  # tracking.baseline
+    assert "  over 2 seeds: test accuracy " in result.stdout and "without reweighting (uniform, same seeds)" in result.stdout
 
     import mlflow
 

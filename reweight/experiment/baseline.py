@@ -58,3 +58,13 @@ def explained(result: Any, where: Any) -> list[str]:
     if picture:
         lines.append(f"picture of the weights: {where(result.run_id, picture)}")
     return lines
+
+
+def explained_seeds(stats: dict[str, float], config: Any, seeds: int) -> list[str]:
+    """The accuracy sentence over a combination's seeds, mean ± sample std of each side."""
+    if "test_accuracy_mean" not in stats or "baseline_test_accuracy_mean" not in stats:
+        return []
+    line = (f"over {seeds} seeds: test accuracy {stats['test_accuracy_mean']:.3f} ± {stats['test_accuracy_std']:.3f} "
+            f"with {config.strategy.name}, {stats['baseline_test_accuracy_mean']:.3f} ± "
+            f"{stats['baseline_test_accuracy_std']:.3f} without reweighting ({config.tracking.baseline}, same seeds)")
+    return [line]

@@ -326,6 +326,10 @@ def summarize_seeds(tracker: Tracker, plan: Plan, combination: Combination, mine
                      for key in summary_keys(mine[0].metrics))
     console.print(f"{plan.name} [{combination.name}, {len(mine)} seeds]: {shown} parent={parent_id}",
                   soft_wrap=True, markup=False)
+    from reweight.experiment import baseline
+
+    for line in baseline.explained_seeds(stats, combination.config, len(mine)):
+        console.print(f"  {line}", soft_wrap=True, markup=False)
 
 
 def combination_engine(plan: Plan, combination: Combination, seed: int, parallel: DataParallel = SINGLE) -> Engine:
