@@ -24,8 +24,15 @@ def _first_of_each_cell(records: list[RunRecord], usable) -> list[RunRecord]:
     return [seen[cell] for cell in order][:MAX_CELLS]
 
 
+def _wrapped(text: str, width: int = 60) -> str:
+    """Long cell names (many distinguishing fields) on several lines, not over the next panel."""
+    import textwrap
+
+    return textwrap.fill(text, width, break_long_words=False)
+
+
 def _cell_title(by: list[str], cell: tuple[str, ...]) -> str:
-    return "  ".join(f"{key}={value}" for key, value in zip(by, cell))
+    return _wrapped("  ".join(f"{key}={value}" for key, value in zip(by, cell)))
 
 
 def _varies(values) -> bool:
@@ -68,7 +75,7 @@ def by_class(records: list[RunRecord], by: list[str]) -> Figure | None:
         ax.set_xticks(x[::step], [str(c) for c in classes[::step]], fontsize=8)
         ax.set_xlabel("source class (observed label)")
         ax.set_ylabel("final weight")
-        ax.set_title(layout.panel_title(panel), fontsize=10)
+        ax.set_title(_wrapped(layout.panel_title(panel), 50), fontsize=9)
         ax.grid(alpha=0.3, axis="y")
         ax.legend(handles=handles, fontsize=8, title=by[0], title_fontsize=8, loc="upper left",
                   bbox_to_anchor=(1.01, 1.0))
