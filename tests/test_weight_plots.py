@@ -173,3 +173,29 @@ def test_image_runs_log_their_extreme_images_unless_streamed(mnist_root, trackin
     assert cli.main(["compare", "mnist_noisy", "--plot", str(tmp_path / "plots")]) == 0
     written = {p.name for p in (tmp_path / "plots").iterdir()}
     assert "weights_by_class.png" in written and ("extremes.png" in written) == (not streamed)
+
+
+def test_a_stop_while_training_the_baseline_resumes_to_the_same_numbers(tracking_dir, capsys):
+    import contextlib
+    import signal
+
+    import mlflow
+
+    from reweight.experiment import runner
+    from tests.test_checkpoints import StopAfter
+
+    args = ["run", str(BENCHMARKS / "synthetic_2d.yaml"), *TINY, "--set", "tracking.plots=false"]
+    with pytest.MonkeyPatch.context() as patch:  # 1 poll before the run, 20 in its steps, then the baseline's
+        patch.setattr(runner, "stop_on_signal", lambda: contextlib.nullcontext(StopAfter(1 + 20 + 5, signal.SIGINT)))
+        assert cli.main(args) == 130
+    assert "stopped: SIGINT while training the baseline of soseleto-seed0; checkpoint saved to " in capsys.readouterr().err
+    assert cli.main([*args, "--resume"]) == 0
+    resumed = capsys.readouterr().out
+    assert cli.main(args) == 0
+    straight = capsys.readouterr().out
+    mlflow.set_tracking_uri(f"sqlite:///{tracking_dir / 'mlflow.db'}")
+    children = mlflow.search_runs(experiment_names=["synthetic_2d"], filter_string="tags.`reweight.role` = 'child'")
+    assert sorted(children["status"]) == ["FINISHED", "FINISHED"]
+    assert children["metrics.baseline_test_accuracy"].nunique() == 1 and children["metrics.test_accuracy"].nunique() == 1
+    line = next(line for line in straight.splitlines() if "without reweighting" in line)
+    assert line in resumed.splitlines()
