@@ -160,7 +160,7 @@ def test_unreadable_checkpoints_are_one_line_errors(tmp_path):
 def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(tracking_dir, capsys, every):
     from reweight.cli import main
 
-    code = main(["run", BENCHMARK, "--set", "train.steps=300", "--set", "train.lr=1e38",
+    code = main(["run", BENCHMARK, "--set", "train.steps=300", "--set", "train.lr=1e38", "--set", "train.eval_every=100",
                  "--set", f"checkpoint.every={every}"])
     error = capsys.readouterr().err.strip()
     assert code == 2 and len(error.splitlines()) == 1, error
@@ -366,7 +366,7 @@ def assert_identical(state, expected, path: str = "engine") -> None:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("straight")
-    result = subprocess.run(command(*RUN), cwd=cwd, env=environment(), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command(*RUN), check=False, cwd=cwd, env=environment(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     return final_state(cwd)
 
@@ -377,7 +377,7 @@ def test_killed_then_resumed_ends_exactly_as_an_uninterrupted_run(tmp_path, unin
     parents, children = runs(tmp_path)
     assert list(children["status"]) == ["RUNNING"]  # a hard kill leaves MLflow unaware
 
-    resumed = subprocess.run(command(*RUN, "--resume"), cwd=tmp_path, env=environment(), capture_output=True,
+    resumed = subprocess.run(command(*RUN, "--resume"), check=False, cwd=tmp_path, env=environment(), capture_output=True,
                              text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming parent run {parents['run_id'].iloc[0]}" in resumed.stdout
@@ -407,7 +407,7 @@ def test_ctrl_c_saves_marks_the_runs_killed_and_says_how_to_resume(tmp_path, uni
     [path] = (tmp_path / "checkpoints").glob("*.pt")
     assert str(path) in message[0] and checkpoint.load(path)["engine"]["step"] == step
 
-    resumed = subprocess.run(command("resume", children["run_id"].iloc[0]), cwd=tmp_path, env=environment(),
+    resumed = subprocess.run(command("resume", children["run_id"].iloc[0]), check=False, cwd=tmp_path, env=environment(),
                              capture_output=True, text=True, timeout=600)  # a child's id finds its parent
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming at step {step}" in resumed.stdout
@@ -415,7 +415,7 @@ def test_ctrl_c_saves_marks_the_runs_killed_and_says_how_to_resume(tmp_path, uni
     assert (metrics, weights) == uninterrupted[:2]
     assert_identical(engine, uninterrupted[2])
 
-    again = subprocess.run(command("resume", parent_id), cwd=tmp_path, env=environment(), capture_output=True,
+    again = subprocess.run(command("resume", parent_id), check=False, cwd=tmp_path, env=environment(), capture_output=True,
                            text=True, timeout=600)
     assert again.returncode == 2 and again.stderr.strip() == f"error: run {parent_id} has finished; nothing to resume"
 
@@ -431,7 +431,7 @@ def test_resuming_a_sweep_keeps_finished_children_and_continues_the_rest(tmp_pat
     first = children[children["tags.reweight.combination"] == "strategy.name=uniform"]
     assert list(first["status"]) == ["FINISHED"]
 
-    resumed = subprocess.run(command(*args, "--resume"), cwd=tmp_path, env=environment(), capture_output=True,
+    resumed = subprocess.run(command(*args, "--resume"), check=False, cwd=tmp_path, env=environment(), capture_output=True,
                              text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert f"run={first['run_id'].iloc[0]} (finished earlier)" in resumed.stdout
@@ -469,7 +469,7 @@ def test_a_resume_after_a_finished_seed_builds_the_next_seed_afresh(tracking_dir
     from reweight.experiment import runner
 
     args = ["run", BENCHMARK, "--set", "seeds=[0, 1]", "--set", "train.steps=60", "--set", "train.eval_every=20",
-            "--set", "checkpoint.every=10", "--set", "tracking.plots=false"]
+            "--set", "checkpoint.every=10", "--set", "tracking.plots=false", "--set", "tracking.baseline=null"]
     with pytest.MonkeyPatch.context() as patch:  # seed 0: 1 + 60 polls; seed 1: 1 + 25 polls
         patch.setattr(runner, "stop_on_signal", lambda: contextlib.nullcontext(StopAfter(86, signal.SIGINT)))
         assert main(args) == 130

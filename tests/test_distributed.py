@@ -290,5 +290,5 @@ def test_a_batch_that_does_not_divide_is_one_line_from_one_rank(tmp_path):
                             cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [("error: train.source_batch_size: the global source batch of 32 examples does not divide "
+    assert errors == [("error: train.source_batch_size: the global source batch of 16 examples does not divide "
                        "into 3 equal shards, one per rank; use a multiple of 3")]

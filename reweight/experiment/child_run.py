@@ -11,10 +11,11 @@ import torch
 from rich.progress import Progress
 
 from reweight.core.contracts import check_checkpointable
+from reweight.core.data import class_labels
 from reweight.core.engine import Engine
 from reweight.core.errors import ContractError, NumericalError
 from reweight.core.plugins import describe, registry
-from reweight.experiment import checkpoint
+from reweight.experiment import baseline, checkpoint, examples
 from reweight.experiment.checkpoint import CheckpointError
 from reweight.experiment.config import COMPONENT_SECTIONS, ExperimentConfig, resolved
 from reweight.experiment.interrupts import Interrupted, StopRequest
@@ -41,6 +42,8 @@ class SeedResult:
     table: Any = None  # the weights file's rows, a pandas DataFrame
     parent_id: str = ""
     engine: Engine | None = None  # the trained engine (None for a run finished by an earlier process)
+    plots: list[str] = field(default_factory=list)  # the child run's own pictures (artifact names)
+    examples: Any = None  # its highest- and lowest-weighted images (``reweight.experiment.examples``)
 
 
 def child_name(combination: Combination, seed: int) -> str:
@@ -87,7 +90,9 @@ def weights_table(engine: Engine):
     slots = None
     if not torch.equal(slot_of.cpu(), torch.arange(len(source))):  # per-sample weights need no slot column
         slots = [names[k] for k in slot_of.tolist()] if names else [str(k) for k in slot_of.tolist()]
-    return weights_frame(engine.source_weights().cpu(), source.meta.get("corrupted"), slots, source.meta.get("harmful"))
+    labels = source.y if class_labels(source.y) else None
+    return weights_frame(engine.source_weights().cpu(), source.meta.get("corrupted"), slots, source.meta.get("harmful"),
+                         labels, examples.points(source))
 
 
 def restore(engine: Engine, path: Path, run_id: str) -> dict[str, Any]:
@@ -183,4 +188,15 @@ def run_seed(tracker: Tracker, plan: Plan, combination: Combination, seed: int, 
             progress.remove_task(task)
         table = weights_table(engine)
         tracker.text(weights_csv(table), WEIGHTS_FILE)
-    return SeedResult(seed, run_id, dict(latest), combination, history, table, parent_id, engine)
+        if config.tracking.baseline not in (None, config.strategy.name):
+            def baseline_step(step: int) -> None:  # the run is saved; a resume trains the baseline again
+                if stop.pending:
+                    raise Interrupted(f"{stop.name} while training the baseline of {name}; checkpoint saved to "
+                                      f"{path}; resume with: reweight resume {parent_id}", stop.signal)
+
+            found = baseline.train(combination, seed, engine.parallel, baseline_step)
+            tracker.metrics(found, engine.step_count)
+            latest.update(found)
+        pictures, extremes = examples.log_run_plots(tracker, engine, table, config.strategy.name) \
+            if config.tracking.plots and writer else ([], None)
+    return SeedResult(seed, run_id, dict(latest), combination, history, table, parent_id, engine, pictures, extremes)

@@ -206,9 +206,9 @@ def summarize(frame: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.Data
 
 def cell_text(row: Any, metric: str, digits: int = 4) -> str:
     mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
-    if mean != mean:
+    if math.isnan(mean):
         return "–"
-    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std == std else "")
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if not math.isnan(std) else "")
 
 
 def render(cells: pd.DataFrame, by: list[str], metrics: list[str], fmt: str, title: str = "") -> Any:
@@ -216,7 +216,7 @@ def render(cells: pd.DataFrame, by: list[str], metrics: list[str], fmt: str, tit
     if fmt == "csv":
         return cells.to_csv(index=False, float_format="%.6g", lineterminator="\n").rstrip("\n")
     if fmt == "json":
-        records = [{key: (None if isinstance(value, float) and value != value else value) for key, value in row.items()}
+        records = [{key: (None if isinstance(value, float) and math.isnan(value) else value) for key, value in row.items()}
                    for row in cells.to_dict(orient="records")]
         return json.dumps(records, indent=2)
     header = [*by, *(metrics if fmt == "table" else (f"{m} (mean ± std)" for m in metrics)), "n"]
@@ -249,6 +249,13 @@ def records(client: Any, runs: pd.DataFrame, by: list[str], metric: str) -> list
 
     cells = list(zip(*(key_column(runs, key) for key in by)))
     found = []
+    first: set[tuple[str, ...]] = set()
+
+    def pictured(cell: tuple[str, ...]) -> bool:  # the image plots show one run per cell: read no more
+        new = cell not in first
+        first.add(cell)
+        return new
+
     with tempfile.TemporaryDirectory() as tmp:
         for position, (run_id, cell) in enumerate(zip(runs["run_id"], cells)):
             history = store_call(client.get_metric_history, run_id, metric)
@@ -258,8 +265,21 @@ def records(client: Any, runs: pd.DataFrame, by: list[str], metric: str) -> list
                 weights = pd.read_csv(path, dtype={"slot": str})
             except Exception:  # noqa: BLE001 - a run without a weights file still has curves
                 weights = None
-            found.append(RunRecord(cell, {metric: [(m.step, m.value) for m in history]}, weights))
+            found.append(RunRecord(cell, {metric: [(m.step, m.value) for m in history]}, weights,
+                                   stored_examples(run_id, f"{tmp}/{position}") if pictured(cell) else None))
     return found
+
+
+def stored_examples(run_id: str, folder: str) -> dict[str, Any] | None:
+    """A run's ``examples.npz`` (image data only), or None."""
+    from reweight.experiment.examples import EXAMPLES_FILE, from_bytes
+
+    try:
+        path = import_mlflow().artifacts.download_artifacts(run_id=run_id, artifact_path=EXAMPLES_FILE,
+                                                            dst_path=folder)
+    except Exception:  # noqa: BLE001 - most runs have none
+        return None
+    return from_bytes(Path(path).read_bytes())
 
 
 def compare(experiment: str | None, metrics: list[str], by: list[str] | None, fmt: str,

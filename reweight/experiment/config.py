@@ -160,7 +160,10 @@ class TrainConfig(BaseModel):
 class TrackingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     experiment: str | None = Field(None, description="MLflow experiment; defaults to the config's name.")
-    plots: bool = Field(True, description="Log comparison plots (PNG) on the parent run.")
+    plots: bool = Field(True, description="Log comparison plots (PNG) on the parent run, and each child run's "
+                                          "pictures of its weights.")
+    baseline: str | None = Field(None, min_length=1, description="Also train this strategy (e.g. uniform) on each "
+                                 "seed and print the run's results against it (reweight.experiment.baseline).")
 
 
 class CheckpointConfig(BaseModel):
@@ -352,6 +355,11 @@ def validate(raw: Any, plugins: Registry | None = None) -> tuple[ExperimentConfi
         options[section] = component_options(plugins, section, kind, getattr(config, section))
     if config.unlabeled is not None:
         options["unlabeled"] = component_options(plugins, "unlabeled", "unlabeled", config.unlabeled)
+    if config.tracking.baseline is not None:
+        try:
+            plugins.get("strategy", config.tracking.baseline)
+        except KeyError as error:
+            raise ConfigError(f"tracking.baseline: {error.args[0]}") from None
     return config, options
 
 

@@ -91,6 +91,12 @@ class FollowerTracker:
     def figure(self, figure, name: str) -> None:
         pass
 
+    def binary(self, data: bytes, name: str) -> None:
+        pass
+
+    def artifact_location(self, run_id: str, name: str) -> str:
+        return name
+
 
 def tracker_for(experiment: str, parallel: DataParallel) -> Tracker:
     """The tracker of this process: MLflow's in one process and on rank 0, a follower elsewhere."""

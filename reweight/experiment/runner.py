@@ -310,6 +310,7 @@ def run_ranks(plan: Plan, console: Console, resume: bool | str, keep_engines: bo
                         how = f"run={mine[-1].run_id}"
                     console.print(summary_line(f"{plan.name} [{combination.name} seed {seed}]", mine[-1].metrics)
                                   + f" {how}", soft_wrap=True, markup=False)
+                    explain(mine[-1], tracker, console)
                 results.extend(mine)
                 summarize_seeds(tracker, plan, combination, mine, console, parent_id)
             if first.config.tracking.plots and results and parallel.leader:
@@ -327,6 +328,16 @@ def run_ranks(plan: Plan, console: Console, resume: bool | str, keep_engines: bo
     return results
 
 
+def explain(result: SeedResult, tracker: Tracker, console: Console) -> None:
+    """With ``tracking.baseline``: what the run's numbers mean, in plain sentences."""
+    from reweight.experiment import baseline
+
+    config = result.combination.config
+    if config.tracking.baseline not in (None, config.strategy.name):
+        for line in baseline.explained(result, tracker.artifact_location):
+            console.print(f"  {line}", soft_wrap=True, markup=False)
+
+
 def summarize_seeds(tracker: Tracker, plan: Plan, combination: Combination, mine: list[SeedResult],
                     console: Console, parent_id: str) -> None:
     """Mean ± std over a combination's seeds: printed, and logged on the parent without a sweep."""
@@ -339,6 +350,10 @@ def summarize_seeds(tracker: Tracker, plan: Plan, combination: Combination, mine
                      for key in summary_keys(mine[0].metrics))
     console.print(f"{plan.name} [{combination.name}, {len(mine)} seeds]: {shown} parent={parent_id}",
                   soft_wrap=True, markup=False)
+    from reweight.experiment import baseline
+
+    for line in baseline.explained_seeds(stats, combination.config, len(mine)):
+        console.print(f"  {line}", soft_wrap=True, markup=False)
 
 
 def combination_engine(plan: Plan, combination: Combination, seed: int, parallel: DataParallel = SINGLE) -> Engine:
@@ -368,7 +383,7 @@ def log_plots(tracker: Tracker, plan: Plan, results: list[SeedResult]) -> None:
     from reweight.experiment import plots
 
     keys = comparison_keys(plan)
-    records = [plots.RunRecord(cell_of(r, keys), r.history, r.table) for r in results]
+    records = [plots.RunRecord(cell_of(r, keys), r.history, r.table, r.examples) for r in results]
     made = plots.figures(records, keys)
     try:
         for name, figure in made.items():

@@ -192,19 +192,28 @@ def weights_frame(
     corrupted: torch.Tensor | None = None,
     slots: list[str] | None = None,
     harmful: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+    points: torch.Tensor | None = None,
 ):
-    """One row per source example: ``index, weight`` and, when known, ``corrupted`` (0/1: the
-    label was corrupted), ``slot`` (the weight slot: group or task name) and ``harmful`` (0/1:
-    the example belongs to a source the benchmark made harmful). A pandas DataFrame."""
+    """One row per source example: ``index, weight`` and, when known, ``label`` (the observed,
+    possibly noisy class index), ``corrupted`` (0/1: the label was corrupted), ``slot`` (the
+    weight slot: group or task name), ``harmful`` (0/1: the example belongs to a source the
+    benchmark made harmful) and ``x0, x1`` (the inputs, for 2-D data, so that a plot of the
+    points needs nothing else). A pandas DataFrame."""
     import pandas as pd
 
     columns: dict[str, Any] = {"index": range(len(weights)), "weight": weights.detach().double().cpu().numpy()}
+    if labels is not None:
+        columns["label"] = labels.cpu().long().numpy()
     if corrupted is not None:
         columns["corrupted"] = corrupted.cpu().long().numpy()
     if slots is not None:
         columns["slot"] = slots
     if harmful is not None:
         columns["harmful"] = harmful.cpu().long().numpy()
+    if points is not None:
+        for k, column in enumerate(points.detach().double().cpu().T.numpy()):
+            columns[f"x{k}"] = column
     return pd.DataFrame(columns)
 
 
@@ -317,3 +326,21 @@ class Tracker:
 
     def figure(self, figure, name: str) -> None:
         self.mlflow.log_figure(figure, name)
+
+    def binary(self, data: bytes, name: str) -> None:
+        """Log ``data`` as the artifact ``name`` (a file at the run's top level)."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / name
+            path.write_bytes(data)
+            self.mlflow.log_artifact(str(path))
+
+    def artifact_location(self, run_id: str, name: str) -> str:
+        """Where a run's artifact is: a file path for a store on this machine, else its URI."""
+        uri = store_call(self.client.get_run, run_id).info.artifact_uri.rstrip("/") + "/" + name
+        if uri.startswith("file://"):
+            from urllib.parse import unquote, urlparse
+
+            return unquote(urlparse(uri).path)
+        return uri

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -17,11 +17,13 @@ CLEAN, CORRUPTED = "tab:blue", "tab:red"
 
 @dataclass
 class RunRecord:
-    """What the plots need from one run: its cell, its metric histories and its final weights."""
+    """What the plots need from one run: its cell, its metric histories, its final weights and,
+    for image data, its highest- and lowest-weighted examples (``reweight.experiment.examples``)."""
 
     cell: tuple[str, ...]
     history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     weights: pd.DataFrame | None = None
+    examples: dict[str, Any] | None = None
 
 
 def natural_key(value: str) -> tuple:
