@@ -230,9 +230,10 @@ CASES = [
           "{dir}/nowhere/mlflow.db.lock (No such file or directory)"],
          env={"MLFLOW_TRACKING_URI": "sqlite:///{dir}/nowhere/mlflow.db"}),
     Case("plugins-unknown-name", SYNTHETIC,
-         ["unknown component 'sosoleto' (installed: cifar10_quick, cross_entropy, digits, fine_tune, image_folder, "
-          "joint, learning_to_reweight, "
-          "meta_weight_net, mlp, noisy_labels, one_step, per_group, per_sample, per_task, soseleto, source_only, "
+         ["unknown component 'sosoleto' (installed: cifar10_quick, cross_entropy, digits, entropy, fine_tune, "
+          "image_folder, joint, learning_to_reweight, "
+          "meta_weight_net, mlp, noisy_labels, one_step, per_group, per_sample, per_task, pseudo_label, soseleto, "
+          "source_only, "
           "synthetic_2d, synthetic_annotators, synthetic_task, table_file, target_only, tasks, tensors_file, transfer, "
           "uniform, unrolled); "
           "plugins are found through the entry-point group 'reweight'"],
