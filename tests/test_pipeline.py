@@ -218,3 +218,25 @@ def test_a_pipeline_stopped_exactly_where_the_bilevel_phase_ends_resumes_to_the_
     for name, value in parameters(expected).items():
         assert torch.equal(parameters(resumed)[name], value), name
     assert torch.equal(resumed.weights, expected.weights)
+
+
+@settings(max_examples=40, deadline=None)
+@given(weights=st.lists(st.floats(0, 1), min_size=4, max_size=40), labels_seed=st.integers(0, 1000),
+       fraction=st.floats(0.05, 0.6))
+def test_a_per_class_filter_drops_the_fraction_within_every_class(weights, labels_seed, fraction):
+    learned = torch.tensor(weights)
+    labels = torch.randint(0, 3, (len(weights),), generator=torch.Generator().manual_seed(labels_seed))
+    phase = PhaseConfig(phase="filter_retrain", steps=1, drop_fraction=fraction, per_class=True)
+    if all(round(fraction * int((labels == c).sum())) == int((labels == c).sum()) for c in labels.unique()):
+        return  # every class dropped whole: the one-line error, tested above
+    keep = kept_examples(learned, phase, labels)
+    for c in labels.unique():
+        members = labels == c
+        assert int((~keep & members).sum()) == round(fraction * int(members.sum()))
+        if bool((~keep & members).any()) and bool((keep & members).any()):
+            assert learned[~keep & members].max() <= learned[keep & members].min()
+
+
+def test_per_class_goes_with_a_fraction():
+    with pytest.raises(ConfigError, match="per_class goes with drop_fraction"):
+        validate(config(pipeline=[{"phase": "filter_retrain", "steps": 5, "drop_below": 0.2, "per_class": True}]))

@@ -239,6 +239,8 @@ class PhaseConfig(BaseModel):
     drop_fraction: float | None = Field(None, gt=0, lt=1,
                                         description="filter_retrain: drop this fraction of the lowest learned weights.")
     drop_below: float | None = Field(None, description="filter_retrain: drop every example whose learned weight is below this.")
+    per_class: bool = Field(False, description="filter_retrain: drop drop_fraction within each source class (by its "
+                            "observed label), keeping the classes' proportions.")
     restart: bool = Field(True, description="filter_retrain: train a freshly initialised model (false: go on from the current one).")
     target_weight: float = Field(1.0, ge=0, description="filter_retrain: c, how strongly the target loss also trains θ.")
 
@@ -248,9 +250,11 @@ class PhaseConfig(BaseModel):
         if filtering and (self.drop_fraction is None) == (self.drop_below is None):
             raise ValueError("filter_retrain needs one of drop_fraction and drop_below")
         fields = type(self).model_fields
-        for name in ("drop_fraction", "drop_below", "restart", "target_weight"):
+        for name in ("drop_fraction", "drop_below", "per_class", "restart", "target_weight"):
             if not filtering and getattr(self, name) != fields[name].default:
                 raise ValueError(f"{name} is only for phase: filter_retrain, not phase: {self.phase}")
+        if self.per_class and self.drop_fraction is None:
+            raise ValueError("per_class goes with drop_fraction (drop_below is one threshold for every class)")
         return self
 
 

@@ -111,16 +111,24 @@ def total_steps(config) -> int:
     return phase_ends(config.train.steps, config.pipeline)[-1]
 
 
-def kept_examples(learned: torch.Tensor, phase) -> torch.Tensor:
+def kept_examples(learned: torch.Tensor, phase, labels: torch.Tensor | None = None) -> torch.Tensor:
     """The filter's mask: drop the ``drop_fraction`` lowest weights (ties broken by example index,
     so the same weights always drop the same examples; with weights shared by a group, ties are
-    whole groups and ``drop_below`` is the rule to use) or every weight below ``drop_below``."""
+    whole groups and ``drop_below`` is the rule to use) or every weight below ``drop_below``.
+    ``per_class``: the fraction is dropped within each class of ``labels`` (the observed source
+    labels), so that the kept set keeps the classes' proportions."""
     if phase.drop_below is not None:
         keep = learned >= phase.drop_below
     else:
-        order = torch.sort(learned.cpu(), stable=True).indices
         keep = torch.ones(len(learned), dtype=torch.bool)
-        keep[order[: round(phase.drop_fraction * len(learned))]] = False
+        weights = learned.cpu()
+        groups = [torch.arange(len(weights))]
+        if phase.per_class:
+            classes = labels.cpu()
+            groups = [(classes == label).nonzero().flatten() for label in classes.unique()]
+        for members in groups:
+            order = members[torch.sort(weights[members], stable=True).indices]
+            keep[order[: round(phase.drop_fraction * len(members))]] = False
         keep = keep.to(learned.device)
     if not bool(keep.any()):
         rule = f"drop_below {phase.drop_below}" if phase.drop_below is not None else f"drop_fraction {phase.drop_fraction}"
@@ -138,7 +146,8 @@ def enter_next_phase(engine) -> None:
     strategy.phase += 1
     phase = strategy.current
     if phase.phase == "filter_retrain":
-        strategy.keep = kept_examples(strategy.learned, phase).to(strategy.device)
+        labels = engine.data.source.y if phase.per_class else None
+        strategy.keep = kept_examples(strategy.learned, phase, labels).to(strategy.device)
         if phase.restart:
             engine.model.load_state_dict(copy.deepcopy(strategy._initial_model))
             for optimizer in (engine.inner_optimizer, engine.target_optimizer):
