@@ -20,6 +20,7 @@ from reweight.core.errors import ConfigError
 from reweight.core.plugins import register
 from tests.conftest import inner_optimizer, make_problem, random_problem
 from tests.test_hypergrad import random_weights
+from tests.test_hypergrad_adam import after_real_steps
 
 seeds = st.integers(0, 10_000)
 
@@ -55,13 +56,7 @@ def with_unlabeled(seed: int, shared_head: bool = False):
 
 def target_loss_after_real_steps(model, data, x, optimizer, batches, weights_per_batch):
     """L_t, unlabeled term included, after len(batches) real optimizer steps (on copies)."""
-    model = copy.deepcopy(model)
-    replica = type(optimizer)(list(model.inner_params().values()), lr=0.0)
-    replica.load_state_dict(copy.deepcopy(optimizer.state_dict()))
-    for batch, weights in zip(batches, weights_per_batch):
-        replica.zero_grad()
-        (weights * model.source_losses(batch)).mean().backward()
-        replica.step()
+    model = after_real_steps(model, optimizer, batches, weights_per_batch)
     target = data.target.all()
     target.unlabeled = x
     with torch.no_grad():
