@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -127,15 +129,25 @@ def test_the_shipped_sweep_benchmark_expands_to_valid_combinations():
     assert len(plan.combinations) == 6  # 3 strategies × 2 noise levels, each validated
 
 
+# the synthetic benchmark as it was shipped before schedules, optimizers, losses, pipelines and
+# unlabeled terms existed: its plan must keep the fingerprint it had then
+EARLIER_SYNTHETIC = {
+    "name": "synthetic_2d", "seeds": [0],
+    "data": {"name": "synthetic_2d", "n_source": 500, "n_target": 50, "n_test": 2000, "noise_rate": 0.2},
+    "model": {"name": "mlp", "hidden": [32, 32]},
+    "strategy": {"name": "soseleto", "lr": 50.0, "init": 0.5},
+    "granularity": "per_sample",
+    "hypergrad": {"name": "one_step", "at": "current"},
+    "train": {"steps": 2000, "eval_every": 100, "source_batch_size": 32, "target_batch_size": None, "lr": 0.1,
+              "momentum": 0.9, "target_lr": 0.01},
+}
+
+
 def test_a_fingerprint_changes_with_what_the_plan_computes_and_only_with_that():
     """``--resume`` matches runs by fingerprint: a new config field at its default (here
-    ``train.schedule``, ``train.optimizer``, ``train.target_optimizer``, ``loss``) must leave the
-    fingerprints of earlier plans as they were."""
-    import yaml
-
-    from tests.test_cli import BENCHMARK
-
-    raw = yaml.safe_load(open(BENCHMARK))
+    ``train.schedule``, ``train.optimizer``, ``train.target_optimizer``, ``loss``, ``pipeline``,
+    ``unlabeled``) must leave the fingerprints of earlier plans as they were."""
+    raw = copy.deepcopy(EARLIER_SYNTHETIC)
     assert expand(raw).fingerprint == "c18b45962b376747"  # as computed before schedules existed
     assert expand(raw, ["train.schedule=constant", "checkpoint.every=7"]).fingerprint == "c18b45962b376747"
     assert expand(raw, ["train.schedule=cosine"]).fingerprint != "c18b45962b376747"
@@ -145,6 +157,8 @@ def test_a_fingerprint_changes_with_what_the_plan_computes_and_only_with_that():
     assert expand(raw, ["loss=cross_entropy"]).fingerprint == "c18b45962b376747"
     assert expand(raw, ["loss.label_smoothing=0.1"]).fingerprint != "c18b45962b376747"
     assert expand(raw, ["train.lr=0.3"]).fingerprint != "c18b45962b376747"
+    assert expand(raw, ["pipeline=[]", "unlabeled=null"]).fingerprint == "c18b45962b376747"
+    assert expand(raw, ["pipeline=[{phase: fine_tune, steps: 5}]"]).fingerprint != "c18b45962b376747"
 
 
 @pytest.mark.parametrize(("changes", "name"), [

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from reweight.core.errors import ConfigError
+from reweight.experiment.build import build_engine
 from reweight.experiment.config import resolved, validate
 from reweight.experiment.pipeline import total_steps
 
@@ -23,8 +24,6 @@ def train(combination: Any, seed: int, parallel: Any, after_step=lambda step: No
     """The baseline's final metrics, as ``baseline_<name>``: the combination's config with the
     baseline strategy (its default options), trained on ``seed`` without logging anything
     (``after_step``: e.g. stop on a signal)."""
-    from reweight.experiment.runner import build_engine
-
     name = combination.config.tracking.baseline
     raw = resolved(combination.config, combination.options)
     raw["strategy"] = {"name": name}

@@ -14,10 +14,11 @@ from reweight.core.contracts import check_checkpointable
 from reweight.core.data import class_labels
 from reweight.core.engine import Engine
 from reweight.core.errors import ContractError, NumericalError
-from reweight.core.plugins import describe, registry
+from reweight.core.plugins import describe
 from reweight.experiment import baseline, checkpoint, examples
+from reweight.experiment.build import blamed
 from reweight.experiment.checkpoint import CheckpointError
-from reweight.experiment.config import COMPONENT_SECTIONS, ExperimentConfig, resolved
+from reweight.experiment.config import resolved
 from reweight.experiment.interrupts import Interrupted, StopRequest
 from reweight.experiment.pipeline import PhasedStrategy, enter_next_phase, filter_metrics, phase_ends
 from reweight.experiment.sweep import Combination, Plan
@@ -67,18 +68,6 @@ def child_tags(plan: Plan, combination: Combination, seed: int) -> dict[str, str
         tags["reweight.combination"] = combination.name
         tags.update({f"sweep.{path}": text for path, text in combination.labels.items()})
     return tags
-
-
-def blamed(error: ContractError, config: ExperimentConfig) -> ContractError:
-    """The error with the plugin that broke the rule named: the core states the rule, only the
-    experiment knows which configured plugin the object came from."""
-    section = next(section for section, kind in COMPONENT_SECTIONS.items() if kind == error.component)
-    name = getattr(config, section).name
-    component = registry().get(error.component, name)
-    origin = f"plugin {component.plugin!r}"
-    if component.package != "unknown":
-        origin += f", package {component.package} {component.version}"
-    return ContractError(error.component, f"{error.component} {name!r} ({origin}): {error}")
 
 
 def weights_table(engine: Engine):
