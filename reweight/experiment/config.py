@@ -25,6 +25,7 @@ from reweight.core.engine import TrainSettings
 from reweight.core.errors import ConfigError, validation_message
 from reweight.core.optimizers import OptimizerSettings
 from reweight.core.plugins import ByName, Registry, describe, registry, validate_options
+from reweight.experiment.pipeline import total_steps
 
 
 def name_key(key: str) -> str:
@@ -370,8 +371,8 @@ def validate(raw: Any, plugins: Registry | None = None) -> tuple[ExperimentConfi
 def check_milestones(config: ExperimentConfig) -> None:
     """A step schedule's milestones lie before the run's last step: ``train.steps``, plus the
     steps of a pipeline's phases, which the schedule spans too."""
-    extra = sum(phase.steps for phase in config.pipeline)
-    last = config.train.steps + extra
+    last = total_steps(config)
+    extra = last - config.train.steps
     late = [m for m in config.train.schedule.milestones if m >= last]
     if late:
         run = f"train.steps: {config.train.steps}" + (f", and the pipeline's {extra}: {last}" if extra else "")

@@ -37,7 +37,6 @@ class PhasedStrategy(Strategy):
     def __init__(self, inner: Strategy, phases: list) -> None:
         super().__init__(inner.options, inner.granularity, inner.device)
         self.inner, self.phases = inner, phases
-        self.wrapped = inner  # what the engine's contract checks look through to
         self.phase = BILEVEL
         self.learned = torch.empty(0, device=inner.device)  # every source example's weight when phase 0 ended
         self.keep = torch.empty(0, dtype=torch.bool, device=inner.device)  # the filter's kept examples
@@ -47,6 +46,11 @@ class PhasedStrategy(Strategy):
         """The model as the engine starts it (rank 0's, in a data-parallel run), for a restart;
         kept off the checkpoint state, since a rebuilt run starts from the same one."""
         self._initial_model = {name: value.detach().clone() for name, value in model.state_dict().items()}
+
+    @property
+    def wrapped(self) -> Strategy:
+        """What the engine's contract checks look through to."""
+        return self.inner
 
     @property
     def current(self):
